@@ -1,0 +1,75 @@
+// CShims: the few things Swift cannot reach cleanly on Linux.
+// Every symbol is prefixed `tend_`; each function says why it must be C. The shim returns raw
+// results (-1 and errno on failure, like the kernel); policy lives in Swift (module Sys).
+#ifndef TEND_CSHIMS_H
+#define TEND_CSHIMS_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+// ---- epoll: `struct epoll_event` is packed on x86_64, which Swift imports badly. ----
+typedef struct { uint32_t events; uint64_t data; } tend_epoll_event;
+extern const uint32_t TEND_EPOLLIN, TEND_EPOLLOUT, TEND_EPOLLERR, TEND_EPOLLHUP, TEND_EPOLLRDHUP, TEND_EPOLLET;
+int tend_epoll_create(void);
+int tend_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data);
+int tend_epoll_wait(int epfd, tend_epoll_event *out, int max, int timeout_ms);
+extern const int TEND_EPOLL_CTL_ADD, TEND_EPOLL_CTL_MOD, TEND_EPOLL_CTL_DEL;
+
+// ---- pidfd: no glibc wrappers for pidfd_open/pidfd_send_signal; waitid(P_PIDFD) fills a siginfo_t union. ----
+int tend_pidfd_open(pid_t pid);
+int tend_pidfd_send_signal(int pidfd, int sig);
+// Non-blocking reap through a pidfd. Returns 1 and fills *code (CLD_EXITED/CLD_KILLED/CLD_DUMPED) and
+// *status (exit status or signal) when the child was reaped, 0 when it has not exited yet, -1 on error.
+// With `peek` the child is left waitable (WNOWAIT).
+int tend_pidfd_wait(int pidfd, int peek, int *code, int *status);
+// The pid of an exited child, left waitable (WNOWAIT); 0 if none. siginfo_t is a union.
+pid_t tend_peek_exited(void);
+// Reap one exited child by pid, without blocking.
+void tend_reap_pid(pid_t pid);
+extern const int TEND_CLD_EXITED, TEND_CLD_KILLED, TEND_CLD_DUMPED;
+
+// ---- signals: sigset_t is opaque to Swift and signalfd_siginfo is a large struct. ----
+// Blocks `signals` (n entries) for the calling thread and returns a non-blocking, close-on-exec signalfd for them.
+int tend_signalfd_open(const int *signals, int n);
+// Reads one signal from the signalfd: returns its number (and fills *pid with the sender), 0 if none pending, -1 on error.
+int tend_signalfd_read(int fd, int *pid);
+// Ignore SIGPIPE (writes to a vanished client must return EPIPE, not kill the daemon).
+void tend_ignore_sigpipe(void);
+
+// ---- misc syscalls that are variadic or missing in Swift's Glibc overlay ----
+int tend_set_pipe_size(int fd, int size);     // fcntl(F_SETPIPE_SZ), variadic
+int tend_set_nonblock_cloexec(int fd);         // fcntl(F_GETFL/F_SETFL/F_SETFD), variadic
+int tend_set_child_subreaper(void);            // prctl(PR_SET_CHILD_SUBREAPER), variadic
+int tend_pipe(int fds[2], int size_hint);      // pipe2(O_CLOEXEC|O_NONBLOCK) both ends, optional F_SETPIPE_SZ
+int tend_set_blocking(int fd);                 // clear O_NONBLOCK (the child's end of a pipe)
+int tend_accept(int listener);                 // accept4(SOCK_NONBLOCK|SOCK_CLOEXEC) needs _GNU_SOURCE
+int tend_open_cloexec(const char *path, int flags, int mode); // open(2) is variadic
+
+// ---- spawn: the child side must run no Swift code (shared address space with CLONE_VM, no allocation). ----
+typedef struct {
+    const char *path;          // absolute path to execve (PATH resolved by the parent)
+    char *const *argv;         // NULL-terminated
+    char *const *envp;         // NULL-terminated
+    const char *cwd;           // NULL: inherit
+    int stdin_fd, stdout_fd, stderr_fd;   // become 0, 1, 2 in the child (must be >= 3 in the parent)
+    int set_ids;               // when non-zero: setgroups(ngroups, groups), setgid(gid), setuid(uid)
+    uid_t uid; gid_t gid;
+    const gid_t *groups; int ngroups;
+    int cgroup_procs_fd;       // >= 0: the child writes "0" to it (joins that cgroup) before exec
+    // out:
+    int pidfd;                 // the child's pidfd (CLONE_PIDFD)
+    int child_errno;           // errno of the failed step in the child, 0 when execve succeeded
+    int failed_step;           // which step failed (TEND_STEP_*)
+} tend_spawn_plan;
+enum { TEND_STEP_NONE = 0, TEND_STEP_SETSID, TEND_STEP_CGROUP, TEND_STEP_DUP, TEND_STEP_CHDIR,
+       TEND_STEP_SETGROUPS, TEND_STEP_SETGID, TEND_STEP_SETUID, TEND_STEP_EXEC };
+// clone(CLONE_VM|CLONE_VFORK|CLONE_PIDFD) on a private stack; the parent resumes once the child has
+// exec'd or failed. Returns the pid (>0) with plan->pidfd set; if the child failed before exec it has
+// already exited: returns its pid with plan->child_errno/failed_step set (reap it through plan->pidfd).
+// Returns -1 with errno if clone itself failed.
+pid_t tend_spawn(tend_spawn_plan *plan);
+
+// Kill every process in a cgroup v2 leaf: write "1" to cgroup.kill (needs Linux 5.14).
+int tend_write_all(int fd, const void *buf, size_t len);
+
+#endif

@@ -1,0 +1,214 @@
+// CShims implementation. See include/CShims.h for why each piece is C.
+#define _GNU_SOURCE
+#include "CShims.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+const uint32_t TEND_EPOLLIN = EPOLLIN, TEND_EPOLLOUT = EPOLLOUT, TEND_EPOLLERR = EPOLLERR,
+               TEND_EPOLLHUP = EPOLLHUP, TEND_EPOLLRDHUP = EPOLLRDHUP, TEND_EPOLLET = EPOLLET;
+const int TEND_EPOLL_CTL_ADD = EPOLL_CTL_ADD, TEND_EPOLL_CTL_MOD = EPOLL_CTL_MOD, TEND_EPOLL_CTL_DEL = EPOLL_CTL_DEL;
+const int TEND_CLD_EXITED = CLD_EXITED, TEND_CLD_KILLED = CLD_KILLED, TEND_CLD_DUMPED = CLD_DUMPED;
+
+int tend_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int tend_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data) {
+    struct epoll_event ev = { .events = events, .data.u64 = data };
+    return epoll_ctl(epfd, op, fd, &ev);
+}
+
+int tend_epoll_wait(int epfd, tend_epoll_event *out, int max, int timeout_ms) {
+    struct epoll_event evs[256];
+    if (max > 256) max = 256;
+    int n = epoll_wait(epfd, evs, max, timeout_ms);
+    for (int i = 0; i < n; i++) { out[i].events = evs[i].events; out[i].data = evs[i].data.u64; }
+    return n;
+}
+
+int tend_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+int tend_pidfd_send_signal(int pidfd, int sig) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+}
+
+int tend_pidfd_wait(int pidfd, int peek, int *code, int *status) {
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    int flags = WEXITED | WNOHANG | (peek ? WNOWAIT : 0);
+    if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, flags) < 0) return -1;
+    if (si.si_pid == 0) return 0;
+    *code = si.si_code;
+    *status = si.si_status;
+    return 1;
+}
+
+pid_t tend_peek_exited(void) {
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0) return 0;
+    return si.si_pid;
+}
+
+void tend_reap_pid(pid_t pid) {
+    siginfo_t si;
+    (void)waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG);
+}
+
+int tend_signalfd_open(const int *signals, int n) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int i = 0; i < n; i++) sigaddset(&set, signals[i]);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0) return -1;
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+int tend_signalfd_read(int fd, int *pid) {
+    struct signalfd_siginfo si;
+    ssize_t n;
+    do { n = read(fd, &si, sizeof si); } while (n < 0 && errno == EINTR);
+    if (n < 0) return errno == EAGAIN ? 0 : -1;
+    if (n != sizeof si) { errno = EIO; return -1; }
+    if (pid) *pid = (int)si.ssi_pid;
+    return (int)si.ssi_signo;
+}
+
+void tend_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
+
+int tend_set_pipe_size(int fd, int size) { return fcntl(fd, F_SETPIPE_SZ, size); }
+
+int tend_set_nonblock_cloexec(int fd) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
+    return fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+int tend_set_blocking(int fd) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0) return -1;
+    return fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+}
+
+int tend_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
+
+int tend_pipe(int fds[2], int size_hint) {
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) return -1;
+    if (size_hint > 0) (void)fcntl(fds[0], F_SETPIPE_SZ, size_hint); // best effort: may exceed pipe-max-size
+    return 0;
+}
+
+#include <sys/socket.h>
+int tend_accept(int listener) { return accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+
+int tend_open_cloexec(const char *path, int flags, int mode) {
+    int fd;
+    do { fd = open(path, flags | O_CLOEXEC, mode); } while (fd < 0 && errno == EINTR);
+    return fd;
+}
+
+int tend_write_all(int fd, const void *buf, size_t len) {
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) { if (errno == EINTR) continue; return -1; }
+        p += n; len -= (size_t)n;
+    }
+    return 0;
+}
+
+// ---- spawn ----
+// The child runs on this private stack while the parent is suspended (CLONE_VFORK), so one stack
+// serves every spawn of this single-threaded daemon.
+#define TEND_CHILD_STACK (64 * 1024)
+static char *child_stack;
+
+static int dup_to(int fd, int target) {
+    if (fd == target) {               // dup2 would be a no-op and keep FD_CLOEXEC
+        int fl = fcntl(fd, F_GETFD);
+        return fl < 0 ? -1 : fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC);
+    }
+    return dup2(fd, target) < 0 ? -1 : 0;
+}
+
+static int child_main(void *arg) {
+    tend_spawn_plan *p = arg;
+    // Signal dispositions are per process here (no CLONE_SIGHAND): reset them, then the mask, which
+    // survives execve and is full of the daemon's signalfd signals.
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int s = 1; s < NSIG; s++) {
+        if (s == SIGKILL || s == SIGSTOP) continue;
+        (void)sigaction(s, &dfl, NULL);
+    }
+    if (setsid() < 0) { p->failed_step = TEND_STEP_SETSID; goto fail; }
+    if (p->cgroup_procs_fd >= 0 && write(p->cgroup_procs_fd, "0", 1) != 1) { p->failed_step = TEND_STEP_CGROUP; goto fail; }
+    if (dup_to(p->stdin_fd, 0) < 0 || dup_to(p->stdout_fd, 1) < 0 || dup_to(p->stderr_fd, 2) < 0) {
+        p->failed_step = TEND_STEP_DUP; goto fail;
+    }
+    // Everything else the daemon holds is O_CLOEXEC; mark the rest too in case a library leaked one.
+    (void)syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+    if (p->cwd && chdir(p->cwd) < 0) { p->failed_step = TEND_STEP_CHDIR; goto fail; }
+    if (p->set_ids) {
+        if (setgroups((size_t)p->ngroups, p->groups) < 0) { p->failed_step = TEND_STEP_SETGROUPS; goto fail; }
+        if (setgid(p->gid) < 0) { p->failed_step = TEND_STEP_SETGID; goto fail; }
+        if (setuid(p->uid) < 0) { p->failed_step = TEND_STEP_SETUID; goto fail; }
+    }
+    sigset_t empty;
+    sigemptyset(&empty);
+    sigprocmask(SIG_SETMASK, &empty, NULL);
+    execve(p->path, p->argv, p->envp);
+    p->failed_step = TEND_STEP_EXEC;
+fail:
+    p->child_errno = errno;   // shared memory (CLONE_VM): the parent reads it after we exit
+    _exit(127);
+}
+
+pid_t tend_spawn(tend_spawn_plan *p) {
+    if (!child_stack) {
+        child_stack = mmap(NULL, TEND_CHILD_STACK, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (child_stack == MAP_FAILED) { child_stack = NULL; return -1; }
+    }
+    p->pidfd = -1;
+    p->child_errno = 0;
+    p->failed_step = TEND_STEP_NONE;
+    // Block all signals across clone so the child never runs a handler on the shared address space.
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
+    int pidfd = -1;
+    pid_t pid = clone(child_main, child_stack + TEND_CHILD_STACK,
+                      CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, p, &pidfd);
+    int saved = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0) { errno = saved; return -1; }
+    p->pidfd = pidfd;
+    return pid;
+}

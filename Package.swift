@@ -1,0 +1,36 @@
+// swift-tools-version:6.0
+// tend: a process-management daemon (tendd) and its CLI (tend).
+// Dependencies point one way: tendd -> Server -> {HTTP1, JSON, Supervision, Reactor} -> Sys -> CShims.
+import PackageDescription
+
+let package = Package(
+    name: "tend",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "tendd", targets: ["tendd"]),
+        .executable(name: "tend", targets: ["tend"]),
+    ],
+    dependencies: [
+        // Used only by the `tend` CLI, never by the daemon.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .target(name: "CShims", path: "CShims"),
+        .target(name: "Sys", dependencies: ["CShims"]),
+        .target(name: "Reactor", dependencies: ["Sys"]),
+        .target(name: "HTTP1"),
+        .target(name: "JSON"),
+        .target(name: "Supervision"),
+        .target(name: "Server", dependencies: ["Sys", "Reactor", "HTTP1", "JSON", "Supervision"]),
+        .executableTarget(name: "tendd", dependencies: ["Server"]),
+        .executableTarget(name: "tend", dependencies: [
+            "HTTP1", "JSON", "Sys",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1"]),
+        .testTarget(name: "JSONTests", dependencies: ["JSON"]),
+        .testTarget(name: "SupervisionTests", dependencies: ["Supervision"]),
+        .testTarget(name: "SysTests", dependencies: ["Sys", "Reactor"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

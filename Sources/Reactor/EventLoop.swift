@@ -1,0 +1,236 @@
+// EventLoop: the one-thread reactor. One epoll instance, a slot table of registrations whose
+// (slot, generation) pairs travel in epoll's 64-bit data, a timer heap, and an explicit iteration:
+//
+//   runOnce(maxWaitMs:)
+//     1. timeout = min(maxWait, next timer deadline - now), 0 if deferred work is pending
+//     2. epoll_wait
+//     3. read the clock once (`now`)
+//     4. dispatch I/O readiness (sockets, pipes) in the order reported
+//     5. dispatch "late" sources (pidfds, the signalfd): child exits after the output that preceded them
+//     6. fire due timers (deadline order, ties by creation order)
+//     7. run deferred work (closes requested while dispatching, transitions)
+//     8. before-sleep hooks: flush pending output, update interest
+//
+// A stale event (its slot was freed and maybe reused during this iteration) is dropped by comparing
+// generations; reported events are intersected with the *current* interest before dispatch.
+import Sys
+
+public protocol EventHandler: AnyObject {
+    func handle(_ events: EpollEvents, _ loop: EventLoop)
+}
+
+public struct Registration: Hashable, Sendable {
+    public let slot: UInt32
+    public let generation: UInt32
+    var data: UInt64 { UInt64(generation) << 32 | UInt64(slot) }
+}
+
+public struct TimerID: Hashable, Sendable { let raw: UInt64 }
+
+public final class EventLoop {
+    private struct Slot {
+        var generation: UInt32 = 0
+        var fd: Int32 = -1
+        var interest: EpollEvents = []
+        var late = false
+        var handler: EventHandler?
+    }
+
+    private let epoll: Epoll
+    private var slots: [Slot] = []
+    private var freeSlots: [UInt32] = []
+    private var timers = TimerHeap()
+    private var timerActions: [UInt64: () -> Void] = [:]
+    private var nextTimerID: UInt64 = 1
+    private var deferred: [() -> Void] = []
+    private var beforeSleepHooks: [() -> Void] = []
+    private var lateEvents: [(Registration, EpollEvents)] = []
+
+    /// Monotonic milliseconds, read once per iteration.
+    public private(set) var now: Int64
+    public private(set) var iterations: UInt64 = 0
+    public var registrationCount: Int { slots.count - freeSlots.count }
+    public var timerCount: Int { timerActions.count }
+
+    public init() throws {
+        epoll = try Epoll()
+        now = Clock.monotonicMs()
+    }
+
+    // MARK: registrations
+
+    /// Adds `fd` to epoll with `interest`. `late` sources are dispatched after all I/O of an iteration.
+    public func register(_ fd: Int32, _ interest: EpollEvents, late: Bool = false, handler: EventHandler) throws -> Registration {
+        let index: UInt32
+        if let free = freeSlots.popLast() { index = free } else { index = UInt32(slots.count); slots.append(Slot()) }
+        slots[Int(index)].fd = fd
+        slots[Int(index)].interest = interest
+        slots[Int(index)].late = late
+        slots[Int(index)].handler = handler
+        let reg = Registration(slot: index, generation: slots[Int(index)].generation)
+        do {
+            try epoll.add(fd, events: interest, data: reg.data)
+        } catch {
+            release(index)
+            throw error
+        }
+        return reg
+    }
+
+    /// Changes the interest set (a no-op if unchanged).
+    public func setInterest(_ reg: Registration, _ interest: EpollEvents) {
+        guard isLive(reg), slots[Int(reg.slot)].interest != interest else { return }
+        slots[Int(reg.slot)].interest = interest
+        try? epoll.modify(slots[Int(reg.slot)].fd, events: interest, data: reg.data)
+    }
+
+    public func interest(_ reg: Registration) -> EpollEvents {
+        isLive(reg) ? slots[Int(reg.slot)].interest : []
+    }
+
+    /// Removes the fd from epoll at once; the caller closes it afterwards. Stale events are dropped.
+    public func deregister(_ reg: Registration) {
+        guard isLive(reg) else { return }
+        epoll.remove(slots[Int(reg.slot)].fd)
+        release(reg.slot)
+    }
+
+    private func release(_ index: UInt32) {
+        slots[Int(index)].generation &+= 1
+        slots[Int(index)].fd = -1
+        slots[Int(index)].interest = []
+        slots[Int(index)].handler = nil
+        freeSlots.append(index)
+    }
+
+    private func isLive(_ reg: Registration) -> Bool {
+        Int(reg.slot) < slots.count && slots[Int(reg.slot)].generation == reg.generation && slots[Int(reg.slot)].handler != nil
+    }
+
+    // MARK: timers and deferred work
+
+    /// Runs `action` once at monotonic time `deadline` (ms).
+    @discardableResult
+    public func schedule(at deadline: Int64, _ action: @escaping () -> Void) -> TimerID {
+        let id = nextTimerID
+        nextTimerID += 1
+        timers.push(deadline: deadline, id: id)
+        timerActions[id] = action
+        return TimerID(raw: id)
+    }
+
+    @discardableResult
+    public func schedule(afterMs delay: Int64, _ action: @escaping () -> Void) -> TimerID {
+        schedule(at: now + delay, action)
+    }
+
+    /// Cancels a timer (a tombstone: its heap entry is skipped when it comes up).
+    public func cancel(_ id: TimerID?) {
+        if let id { timerActions[id.raw] = nil }
+    }
+
+    /// Runs `work` in this iteration's deferred phase (after dispatch, before sleeping).
+    public func defer_(_ work: @escaping () -> Void) { deferred.append(work) }
+
+    /// Hooks run at the end of every iteration, before the loop sleeps again.
+    public func addBeforeSleep(_ hook: @escaping () -> Void) { beforeSleepHooks.append(hook) }
+
+    // MARK: the iteration
+
+    public func runOnce(maxWaitMs: Int64 = -1) throws {
+        iterations &+= 1
+        var timeout = maxWaitMs
+        if !deferred.isEmpty { timeout = 0 }
+        if let next = nextDeadline() {
+            let until = max(0, next - Clock.monotonicMs())
+            timeout = timeout < 0 ? until : min(timeout, until)
+        }
+        _ = try epoll.wait(timeoutMs: Int32(clamping: timeout)) { event in
+            let slot = UInt32(truncatingIfNeeded: event.data)
+            let gen = UInt32(truncatingIfNeeded: event.data >> 32)
+            let reg = Registration(slot: slot, generation: gen)
+            if Int(slot) < slots.count && slots[Int(slot)].late {
+                lateEvents.append((reg, event.events))
+            } else {
+                dispatch(reg, event.events)
+            }
+        }
+        now = Clock.monotonicMs()
+        if !lateEvents.isEmpty {
+            let late = lateEvents
+            lateEvents.removeAll(keepingCapacity: true)
+            for (reg, ev) in late { dispatch(reg, ev) }
+        }
+        fireTimers()
+        while !deferred.isEmpty {
+            let work = deferred
+            deferred.removeAll(keepingCapacity: true)
+            for w in work { w() }
+        }
+        for hook in beforeSleepHooks { hook() }
+    }
+
+    private func dispatch(_ reg: Registration, _ events: EpollEvents) {
+        guard isLive(reg), let handler = slots[Int(reg.slot)].handler else { return }
+        let relevant = events.intersection(slots[Int(reg.slot)].interest.union([.error, .hangup]))
+        if relevant.isEmpty { return }
+        handler.handle(relevant, self)
+    }
+
+    private func nextDeadline() -> Int64? {
+        while let top = timers.peek() {
+            if timerActions[top.id] != nil { return top.deadline }
+            _ = timers.pop()
+        }
+        return nil
+    }
+
+    private func fireTimers() {
+        while let top = timers.peek(), top.deadline <= now {
+            _ = timers.pop()
+            if let action = timerActions.removeValue(forKey: top.id) { action() }
+        }
+    }
+}
+
+/// A binary min-heap of (deadline, id); ids increase with creation, so ties fire in creation order.
+struct TimerHeap {
+    private var items: [(deadline: Int64, id: UInt64)] = []
+    var count: Int { items.count }
+    func peek() -> (deadline: Int64, id: UInt64)? { items.first }
+
+    private func less(_ a: Int, _ b: Int) -> Bool {
+        items[a].deadline < items[b].deadline || (items[a].deadline == items[b].deadline && items[a].id < items[b].id)
+    }
+
+    mutating func push(deadline: Int64, id: UInt64) {
+        items.append((deadline, id))
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            if !less(i, parent) { break }
+            items.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> (deadline: Int64, id: UInt64)? {
+        guard !items.isEmpty else { return nil }
+        let top = items[0]
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < items.count && less(l, m) { m = l }
+                if r < items.count && less(r, m) { m = r }
+                if m == i { break }
+                items.swapAt(i, m)
+                i = m
+            }
+        }
+        return top
+    }
+}

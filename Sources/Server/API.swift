@@ -1,0 +1,356 @@
+// API: the handlers of the process API (protocol.md §2, §12): request decoding and validation,
+// start/list/get/kill/signal/stdin/output/follow, and ProcessInfo encoding.
+import Sys
+import Reactor
+import HTTP1
+import JSON
+import Supervision
+
+enum Outcome {
+    case response(Int, JSONValue, [(String, String)])
+    case rawJSON(Int, [UInt8])
+    case noContent
+    case error(APIError)
+    case streaming(Follower)
+    /// The answer comes later through `Connection.complete(_:)`.
+    case pending
+}
+
+extension Server {
+    var httpLimits: HTTPLimits { HTTPLimits(maxHeaderBytes: config.maxHeaderBytes, maxHeaderCount: 64) }
+
+    // MARK: connections
+
+    func accepted(_ fd: Int32) {
+        if connections.count >= config.maxConnections || stopping {
+            let body = "{\"error\":\"too many connections\",\"code\":\"LIMIT_REACHED\"}\n"
+            let resp = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\(body)"
+            _ = try? FD.write(fd, Array(resp.utf8), from: 0)
+            FD.close(fd)
+            log.warn("msg=\"connection refused\" reason=limit connections=\(connections.count)")
+            return
+        }
+        Socket.setNoDelay(fd)
+        let c = Connection(server: self, fd: fd)
+        do {
+            c.reg = try loop.register(fd, [.input, .readHangup], handler: c)
+        } catch {
+            FD.close(fd)
+            return
+        }
+        connections[ObjectIdentifier(c)] = c
+    }
+
+    func connectionClosed(_ c: Connection) {
+        connections[ObjectIdentifier(c)] = nil
+        dirtyConnections[ObjectIdentifier(c)] = nil
+    }
+
+    /// `Authorization: Bearer <token>`, compared in constant time.
+    func authorized(_ head: HTTPRequestHead) -> Bool {
+        guard let value = head.headers["Authorization"] else { return false }
+        let v = Array(value.utf8)
+        guard v.count > 7, v[0..<7].map({ $0 | 0x20 }) == Array("bearer ".utf8) else { return false }
+        let given = v[7...]
+        var diff = UInt8(truncatingIfNeeded: given.count ^ token.count)
+        var i = 0
+        for b in given {
+            diff |= b ^ token[i % max(1, token.count)]
+            i += 1
+        }
+        return diff == 0 && !token.isEmpty
+    }
+
+    // MARK: routing
+
+    func handle(_ route: Route, head: HTTPRequestHead, body: [UInt8], connection: Connection) -> Outcome {
+        do {
+            switch route {
+            case .health:
+                return .response(200, .object([("healthy", .bool(true))]), [])
+            case .info:
+                return .response(200, .object([
+                    ("version", .string(tendVersion)),
+                    ("uptime_secs", .int((Clock.monotonicMs() - startedAtMono) / 1000)),
+                    ("running_processes", .int(Int64(processes.values.filter { $0.isRunning }.count))),
+                    ("total_processes", .int(Int64(processes.count))),
+                ]), [])
+            case .listProcesses:
+                let list = processes.values.sorted { $0.handle < $1.handle }.map(processInfo)
+                return .response(200, .object([("processes", .array(list))]), [])
+            case .startProcess:
+                let spec = try decodeStart(body)
+                let p = try startProcess(spec)
+                return .response(201, processInfo(p), [])
+            case .run:
+                return .error(APIError(501, "NOT_IMPLEMENTED", "POST /api/v1/processes/run is not implemented yet"))
+            case .getProcess(let id):
+                return .response(200, processInfo(try lookup(id)), [])
+            case .deleteProcess(let id):
+                let p = try lookup(id)
+                guard p.isRunning else { return .noContent }
+                _ = Proc.signalGroup(p.pid, Signal.kill)
+                if p.pidfd >= 0 { _ = try? Proc.signal(pidfd: p.pidfd, Signal.kill) }
+                log.info("msg=\"process killed\" pid=\(p.pid) handle=\(p.handle)")
+                waitForExit(p, connection: connection, timeoutMs: 2000) { .noContent }
+                return .pending
+            case .signal(let id):
+                let p = try lookup(id)
+                let sig = try decodeSignal(body)
+                guard p.isRunning else { throw APIError(400, "PROCESS_NOT_RUNNING", "process \(p.pid) is not running") }
+                if !Proc.signalGroup(p.pid, sig), p.pidfd >= 0 { _ = try? Proc.signal(pidfd: p.pidfd, sig) }
+                log.info("msg=\"signal sent\" pid=\(p.pid) signal=\(sig)")
+                return .response(200, .object([("success", .bool(true))]), [])
+            case .restart(let id):
+                let p = try lookup(id)
+                throw APIError(400, "NOT_MANAGED", "process \(p.pid) is not a managed process")
+            case .stdin(let id):
+                let p = try lookup(id)
+                guard let s = p.stdin, !s.closed || s.queued > 0 || p.isRunning else {
+                    throw APIError(400, "STDIN_NOT_WRITABLE", "stdin of process \(p.pid) is not writable")
+                }
+                if s.fd < 0 { throw APIError(400, "STDIN_NOT_WRITABLE", "stdin of process \(p.pid) was closed before all input was written") }
+                return .noContent
+            case .stdinClose(let id):
+                let p = try lookup(id)
+                guard let s = p.stdin else {
+                    throw APIError(400, "STDIN_NOT_WRITABLE", "process \(p.pid) was not started with stdin_mode \"pipe\"")
+                }
+                s.requestClose()
+                return .noContent
+            case .output(let id, let filter, _):
+                let p = try lookup(id)
+                return .rawJSON(200, outputResponse(p, filter))
+            case .follow(let id, let filter, let tagged):
+                let p = try lookup(id)
+                let after = try resumePoint(head)
+                connection.beginStream(headers: [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
+                                                 ("X-Accel-Buffering", "no")])
+                let f = Follower(connection: connection, process: p, filter: filter, tagStream: tagged, after: after)
+                p.followers[ObjectIdentifier(f)] = f
+                return .streaming(f)
+            }
+        } catch let e as APIError {
+            return .error(e)
+        } catch {
+            return .error(APIError(500, "INTERNAL_ERROR", "\(error)"))
+        }
+    }
+
+    /// The stdin sink for a stdin route, checked before the body is read.
+    func stdinTarget(_ route: Route) -> Result<StdinSink, APIError> {
+        guard case .stdin(let id) = route else { return .failure(APIError(500, "INTERNAL_ERROR", "not a stdin route")) }
+        do {
+            let p = try lookup(id)
+            guard let s = p.stdin else {
+                return .failure(APIError(400, "STDIN_NOT_WRITABLE", "process \(p.pid) was not started with stdin_mode \"pipe\""))
+            }
+            guard p.isRunning, !s.closed else {
+                return .failure(APIError(400, "STDIN_NOT_WRITABLE", "stdin of process \(p.pid) is closed"))
+            }
+            return .success(s)
+        } catch let e as APIError { return .failure(e) } catch { return .failure(APIError(500, "INTERNAL_ERROR", "\(error)")) }
+    }
+
+    /// Finds a process by PID (all digits) or, later, by managed name.
+    func lookup(_ id: String) throws -> ProcessRecord {
+        if !id.isEmpty, id.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let pid = Int32(id), let p = processes[pid] {
+            return p
+        }
+        throw APIError.processNotFound(Router.clip(id))
+    }
+
+    /// Answers `connection` once `p` has been reaped (or after `timeoutMs`).
+    func waitForExit(_ p: ProcessRecord, connection: Connection, timeoutMs: Int64, _ outcome: @escaping () -> Outcome) {
+        var done = false
+        var timer: TimerID?
+        let finish: () -> Void = { [weak connection] in
+            guard !done else { return }
+            done = true
+            if let timer { self.loop.cancel(timer) }
+            connection?.complete(outcome())
+        }
+        p.exitWaiters.append(finish)
+        timer = loop.schedule(afterMs: timeoutMs, finish)
+    }
+
+    private func resumePoint(_ head: HTTPRequestHead) throws -> UInt64? {
+        if let h = head.headers["Last-Event-ID"] {
+            let t = h.trimmingSpaces
+            if t.isEmpty { return nil }
+            guard let v = UInt64(t) else { throw APIError.invalid("Last-Event-ID must be a non-negative integer") }
+            return v
+        }
+        if let q = head.query {
+            for (k, v) in parseQuery(q) where k == "after" {
+                guard let n = UInt64(v) else { throw APIError.invalid("after must be a non-negative integer") }
+                return n
+            }
+        }
+        return nil
+    }
+
+    private func outputResponse(_ p: ProcessRecord, _ filter: StreamFilter) -> [UInt8] {
+        var out: [UInt8] = Array("{\"pid\":".utf8)
+        appendJSONInt(Int64(p.pid), to: &out)
+        out.append(contentsOf: ",\"lines\":[".utf8)
+        var n: Int64 = 0
+        var seq = p.journal.headSeq
+        while seq < p.journal.nextSeq {
+            let next = p.journal.read(from: seq, filter: filter, maxLines: 4096) { e in
+                if n > 0 { out.append(0x2C) }
+                appendJSONString(e.text, to: &out)
+                n += 1
+                return true
+            }
+            if next == seq { break }
+            seq = next
+        }
+        out.append(contentsOf: "],\"line_count\":".utf8)
+        appendJSONInt(n, to: &out)
+        out.append(contentsOf: "}\n".utf8)
+        return out
+    }
+
+    // MARK: ProcessInfo
+
+    func processInfo(_ p: ProcessRecord) -> JSONValue {
+        var exitCode: JSONValue = .null, signal: JSONValue = .null
+        switch p.status {
+        case .running: break
+        case .exited(let c): exitCode = .int(Int64(c))
+        case .signaled(let s): signal = .int(Int64(s))
+        }
+        return .object([
+            ("pid", .int(Int64(p.pid))),
+            ("handle", .int(Int64(p.handle))),
+            ("status", .string(p.status.name)),
+            ("exit_code", exitCode),
+            ("signal", signal),
+            ("oom_killed", .bool(false)),
+            ("stdin_writable", .bool(p.stdinWritable)),
+            ("command", .string(p.spec.command)),
+            ("args", .array(p.spec.args.map { .string($0) })),
+            ("started_at", .int(p.startedAt)),
+            ("ended_at", p.endedAt.map { .int($0) } ?? .null),
+            ("managed", .null),
+        ])
+    }
+
+    // MARK: request bodies
+
+    private func object(_ body: [UInt8]) throws -> JSONValue {
+        if body.isEmpty { throw APIError.invalid("request body must be a JSON object") }
+        let v: JSONValue
+        do { v = try parseJSON(body) } catch let e as JSONParseError {
+            throw APIError.invalid("invalid JSON at byte \(e.offset): \(e.message)")
+        }
+        guard case .object = v else { throw APIError.invalid("request body must be a JSON object") }
+        return v
+    }
+
+    func decodeSignal(_ body: [UInt8]) throws -> Int32 {
+        let o = try object(body)
+        guard let v = o["signal"], v != .null else { throw APIError.invalid("field 'signal' is required") }
+        guard case .int(let n) = v else { throw APIError.invalid("field 'signal' must be an integer") }
+        guard n >= 1 && n <= 64 else { throw APIError(400, "INVALID_SIGNAL", "signal \(n) is not between 1 and 64") }
+        return Int32(n)
+    }
+
+    func decodeStart(_ body: [UInt8]) throws -> StartSpec {
+        let o = try object(body)
+        func string(_ k: String) throws -> String? {
+            guard let v = o[k], v != .null else { return nil }
+            guard case .string(let s) = v else { throw APIError.invalid("field '\(k)' must be a string") }
+            return s
+        }
+        guard let command = try string("command") else { throw APIError.invalid("field 'command' is required") }
+        guard !command.isEmpty else { throw APIError.invalid("field 'command' must not be empty") }
+        guard !command.utf8.contains(0) else { throw APIError.invalid("field 'command' must not contain NUL") }
+        var args: [String] = []
+        if let v = o["args"], v != .null {
+            guard case .array(let a) = v else { throw APIError.invalid("field 'args' must be an array of strings") }
+            for (i, x) in a.enumerated() {
+                guard case .string(let s) = x, !s.utf8.contains(0) else { throw APIError.invalid("field 'args[\(i)]' must be a string without NUL") }
+                args.append(s)
+            }
+        }
+        var env: [(String, String)] = []
+        if let v = o["env"], v != .null {
+            guard case .object(let kv) = v else { throw APIError.invalid("field 'env' must be an object of strings") }
+            for (k, x) in kv {
+                guard case .string(let s) = x else { throw APIError.invalid("field 'env.\(k)' must be a string") }
+                guard !k.isEmpty, !k.contains("="), !k.utf8.contains(0), !s.utf8.contains(0) else {
+                    throw APIError.invalid("field 'env' has an invalid variable name or value: \(Router.clip(k))")
+                }
+                env.append((k, s))
+            }
+        }
+        var spec = StartSpec(command: command, args: args, env: env, workingDir: try string("working_dir"), user: nil)
+        if let m = try string("stdin_mode") {
+            guard let mode = StdinMode(rawValue: m) else { throw APIError.invalid("field 'stdin_mode' must be \"closed\" or \"pipe\"") }
+            spec.stdinMode = mode
+        }
+        for (k, path) in [("stdout_mode", \StartSpec.stdoutMode), ("stderr_mode", \StartSpec.stderrMode)] {
+            if let m = try string(k) {
+                guard let mode = OutputMode(rawValue: m) else { throw APIError.invalid("field '\(k)' must be \"capture\" or \"discard\"") }
+                spec[keyPath: path] = mode
+            }
+        }
+        if let w = spec.workingDir, w.isEmpty || w.utf8.contains(0) { throw APIError.invalid("field 'working_dir' must be a non-empty path") }
+        spec.user = try decodeUser(o["user"])
+        for k in ["name", "restart", "health_check"] {
+            if let v = o[k], v != .null {
+                throw APIError(400, "NOT_SUPPORTED", "field '\(k)' (managed processes) is not supported by this tendd yet")
+            }
+        }
+        return spec
+    }
+
+    private func decodeUser(_ v: JSONValue?) throws -> UserSpec? {
+        guard let v, v != .null else { return nil }
+        switch v {
+        case .string(let s):
+            let t = s.trimmingSpaces
+            guard !t.isEmpty else { throw APIError.invalid("field 'user' must not be blank") }
+            if let colon = t.firstIndex(of: ":") {
+                guard let u = UInt32(t[..<colon]), let g = UInt32(t[t.index(after: colon)...]) else {
+                    throw APIError.invalid("field 'user' must be a name, a uid or uid:gid")
+                }
+                return .uid(u, gid: g)
+            }
+            if let u = UInt32(t) { return .uid(u, gid: nil) }
+            return .name(t)
+        case .object:
+            let name = v["name"], uid = v["uid"], gid = v["gid"]
+            var g: UInt32? = nil
+            if let gid, gid != .null {
+                guard case .int(let n) = gid, n >= 0, n <= Int64(UInt32.max) else { throw APIError.invalid("field 'user.gid' must be a non-negative integer") }
+                g = UInt32(n)
+            }
+            if let uid, uid != .null {
+                if let name, name != .null { throw APIError.invalid("field 'user' may not set both 'name' and 'uid'") }
+                guard case .int(let n) = uid, n >= 0, n <= Int64(UInt32.max) else { throw APIError.invalid("field 'user.uid' must be a non-negative integer") }
+                return .uid(UInt32(n), gid: g)
+            }
+            if let name, name != .null {
+                guard case .string(let s) = name, !s.trimmingSpaces.isEmpty else { throw APIError.invalid("field 'user.name' must be a non-empty string") }
+                return .name(s.trimmingSpaces)
+            }
+            throw APIError.invalid("field 'user' must set 'name' or 'uid'")
+        default:
+            throw APIError.invalid("field 'user' must be a string or an object")
+        }
+    }
+}
+
+let tendVersion = "0.1.0"
+
+extension String {
+    var trimmingSpaces: String {
+        var s = Substring(self)
+        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
+        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
+        return String(s)
+    }
+}

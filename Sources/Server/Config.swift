@@ -1,0 +1,47 @@
+// Config: every tunable of the daemon, with its default and the flag that sets it.
+// Parsed by the `tendd` executable; the Server only reads it.
+
+public struct Config {
+    public var listen: [String] = []
+    public var tokenFile: String? = nil
+    public var logLevel: LogLevel = .info
+    /// Per-process output retention (journal bound). 1 MiB keeps ~13,000 80-byte lines: enough to replay
+    /// a build log or a server's start-up, while 4,000 processes that all fill it cost at most 4 GiB (and an
+    /// idle or quiet process costs next to nothing: journal segments are allocated lazily).
+    public var journalBytes = 1 << 20
+    /// Longest line delivered as one event; longer lines are split into several events.
+    public var maxLineBytes = 64 << 10
+    public var maxExited = 1000
+    public var exitedTTLms: Int64 = 24 * 3600 * 1000
+    public var maxConnections = 1024
+    public var maxProcesses = 4096
+    public var maxBodyBytes = 1 << 20          // JSON request bodies
+    public var maxStdinQueue = 4 << 20          // bytes buffered per process for its stdin before the request is slowed
+    public var maxHeaderBytes = 16 << 10
+    public var headerTimeoutMs: Int64 = 10_000
+    public var idleTimeoutMs: Int64 = 60_000
+    public var sseKeepaliveMs: Int64 = 15_000
+    public var drainMs: Int64 = 2_000
+    public var shutdownGraceMs: Int64 = 5_000
+    public var pipeSize: Int32 = 1 << 20
+    /// Per-connection output queue high watermark: above it the daemon stops producing for that client.
+    public var writeHighWater = 256 << 10
+    public init() {}
+}
+
+public enum LogLevel: Int, Comparable {
+    case debug = 0, info, warn, error
+    public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+    public init?(name: String) {
+        switch name.lowercased() {
+        case "debug": self = .debug
+        case "info": self = .info
+        case "warn", "warning": self = .warn
+        case "error": self = .error
+        default: return nil
+        }
+    }
+    var tag: String { ["debug", "info", "warn", "error"][rawValue] }
+    /// sd-daemon(3) priority prefix, understood by journald on stderr.
+    var syslogPrefix: String { ["<7>", "<6>", "<4>", "<3>"][rawValue] }
+}

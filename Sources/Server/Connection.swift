@@ -1,0 +1,431 @@
+// Connection: one HTTP/1.1 client. Reads requests (keep-alive, pipelining: one request in flight,
+// answered in order), reads bodies (Content-Length or chunked, streamed into a sink with
+// back-pressure), writes responses from a bounded output queue, and hosts at most one SSE stream.
+//
+// States: .readingHead -> .readingBody -> (handler) -> .readingHead | .streaming | .closing.
+// While a response or a stream is being produced no further request is parsed; bytes of a
+// pipelined request wait in the input buffer.
+import Sys
+import Reactor
+import HTTP1
+import JSON
+import Supervision
+
+final class Connection: EventHandler {
+    enum State { case readingHead, readingBody, streaming, closing }
+    enum BodySink { case buffer, discard, stdin(StdinSink) }
+
+    unowned let server: Server
+    let fd: Int32
+    var reg: Registration?
+    private(set) var state: State = .readingHead
+    private(set) var closed = false
+
+    private var inBuf: [UInt8] = []
+    private var inStart = 0
+    private var out: [UInt8] = []
+    private var outStart = 0
+    private var peerClosed = false
+    private var closeAfterFlush = false
+    private var headStartedAt: Int64? = nil
+    private(set) var lastActivity: Int64
+    private(set) var lastWriteAt: Int64
+
+    // The request in flight.
+    private var head: HTTPRequestHead?
+    private var route: Route?
+    private var requestStartedAt: Int64 = 0
+    private var contentRemaining = 0
+    private var chunked: ChunkedDecoder?
+    private var sink: BodySink = .discard
+    private var body: [UInt8] = []
+    private var scratch: [UInt8] = []
+    private var paused = false
+    var follower: Follower?
+
+    init(server: Server, fd: Int32) {
+        self.server = server
+        self.fd = fd
+        lastActivity = server.loop.now
+        lastWriteAt = server.loop.now
+    }
+
+    var pendingOutput: Int { out.count - outStart }
+    private var unconsumed: Int { inBuf.count - inStart }
+
+    // MARK: events
+
+    func handle(_ events: EpollEvents, _ loop: EventLoop) {
+        if events.contains(.input) || events.contains(.readHangup) { readAvailable() }
+        if closed { return }
+        if events.contains(.output) { flush() }
+        if closed { return }
+        if events.contains(.error) || (events.contains(.hangup) && !events.contains(.input)) { close(reason: "hangup"); return }
+        process()
+    }
+
+    private func readAvailable() {
+        let maxBuffered = server.config.maxHeaderBytes + (64 << 10)
+        while unconsumed < maxBuffered && !peerClosed {
+            if inStart > 0 && inStart == inBuf.count { inBuf.removeAll(keepingCapacity: true); inStart = 0 }
+            let r: IOResult
+            do {
+                r = try server.readBuffer.withUnsafeMutableBytes { raw in
+                    try FD.read(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<min(raw.count, 64 << 10)]))
+                }
+            } catch {
+                close(reason: "read error"); return
+            }
+            switch r {
+            case .bytes(let n):
+                if unconsumed == 0 && state == .readingHead { headStartedAt = server.loop.now }
+                inBuf.append(contentsOf: server.readBuffer[0..<n])
+                lastActivity = server.loop.now
+            case .wouldBlock:
+                updateInterest(); return
+            case .eof:
+                peerClosed = true
+            }
+        }
+        updateInterest()
+    }
+
+    /// Reads while there is room and the state wants input; writes interest while output is blocked.
+    private func updateInterest() {
+        guard let reg, !closed else { return }
+        var want: EpollEvents = []
+        let maxBuffered = server.config.maxHeaderBytes + (64 << 10)
+        if !peerClosed && unconsumed < maxBuffered { want.insert(.input); want.insert(.readHangup) }
+        if pendingOutput > 0 { want.insert(.output) }
+        server.loop.setInterest(reg, want)
+    }
+
+    // MARK: request processing
+
+    /// Parses and handles as many buffered requests as the state allows.
+    func process() {
+        while !closed {
+            switch state {
+            case .readingHead:
+                if pendingOutput >= server.config.writeHighWater { return }    // let the client catch up first
+                if unconsumed == 0 {
+                    if peerClosed { closeAfterFlush = true; flushOrClose() }
+                    compact(); return
+                }
+                let result = inBuf.withUnsafeBytes { raw in
+                    parseRequestHead(UnsafeRawBufferPointer(rebasing: raw[inStart...]), limits: server.httpLimits)
+                }
+                switch result {
+                case .incomplete:
+                    if peerClosed { close(reason: "eof mid-request") }
+                    compact(); return
+                case .invalid(let e):
+                    let err = APIError(e.status, e.code, e.message)
+                    server.log.info("msg=\"bad request\" status=\(e.status) code=\(e.code) detail=\(Log.q(e.message))")
+                    sendError(err, close: true)
+                    return
+                case .complete(let h, let consumed):
+                    inStart += consumed
+                    headStartedAt = nil
+                    begin(h)
+                }
+            case .readingBody:
+                if paused { return }
+                readBody()
+                if state == .readingBody { compact(); return }
+            case .streaming, .closing:
+                return
+            }
+        }
+    }
+
+    private func compact() {
+        if inStart == inBuf.count { inBuf.removeAll(keepingCapacity: inBuf.capacity <= 65536); inStart = 0 }
+        else if inStart > 32768 { inBuf.removeSubrange(0..<inStart); inStart = 0 }
+        updateInterest()
+    }
+
+    private func begin(_ h: HTTPRequestHead) {
+        head = h
+        requestStartedAt = Clock.monotonicMs()
+        body.removeAll(keepingCapacity: true)
+        guard server.authorized(h) else { return finishEarly(.unauthorized) }
+        let r: Route
+        switch Router.route(method: h.method, path: h.path) {
+        case .success(let x): r = x
+        case .failure(let e): return finishEarly(e)
+        }
+        route = r
+        // Where the body goes.
+        switch r.bodyKind {
+        case .json: sink = .buffer
+        case .none: sink = .discard
+        case .stdin:
+            switch server.stdinTarget(r) {
+            case .success(let s): sink = .stdin(s)
+            case .failure(let e): return finishEarly(e)
+            }
+        }
+        switch h.framing {
+        case .none:
+            contentRemaining = 0; chunked = nil
+        case .contentLength(let n):
+            if case .buffer = sink, n > server.config.maxBodyBytes {
+                return finishEarly(APIError(413, "BODY_TOO_LARGE", "request body of \(n) bytes exceeds the limit of \(server.config.maxBodyBytes) bytes"))
+            }
+            contentRemaining = n; chunked = nil
+        case .chunked:
+            let limit: Int
+            if case .stdin = sink { limit = Int.max } else { limit = server.config.maxBodyBytes }
+            chunked = ChunkedDecoder(maxBodyBytes: limit)
+            contentRemaining = 0
+        }
+        if h.expectsContinue && h.framing != .none && h.framing != .contentLength(0) {
+            out.append(contentsOf: "HTTP/1.1 100 Continue\r\n\r\n".utf8)
+            server.markDirty(self)
+        }
+        state = .readingBody
+    }
+
+    /// An error before the body was read: answer, and close if a body may follow (we did not read it).
+    private func finishEarly(_ e: APIError) {
+        let hasBody = head.map { $0.framing != .none && $0.framing != .contentLength(0) } ?? false
+        sendError(e, close: hasBody || !(head?.keepAlive ?? false))
+    }
+
+    private func readBody() {
+        if chunked != nil {
+            while var dec = chunked {
+                scratch.removeAll(keepingCapacity: true)
+                let (consumed, result) = inBuf.withUnsafeBytes { raw in
+                    dec.decode(UnsafeRawBufferPointer(rebasing: raw[inStart...]), into: &scratch)
+                }
+                inStart += consumed
+                chunked = dec
+                if !scratch.isEmpty { deliver(scratch) }
+                if closed { return }
+                switch result {
+                case .done: return bodyComplete()
+                case .invalid(let e): return sendError(APIError(e.status, e.code, e.message), close: true)
+                case .needMore: break
+                }
+                if paused { return }
+                if unconsumed == 0 || consumed == 0 { break }
+            }
+            if peerClosed { close(reason: "eof mid-body") }
+            return
+        }
+        if contentRemaining > 0 && unconsumed > 0 {
+            let n = min(contentRemaining, unconsumed)
+            inBuf.withUnsafeBytes { raw in deliver(UnsafeRawBufferPointer(rebasing: raw[inStart..<(inStart + n)])) }
+            inStart += n
+            contentRemaining -= n
+        }
+        if contentRemaining == 0 { bodyComplete() }
+        else if peerClosed { close(reason: "eof mid-body") }
+    }
+
+    private func deliver(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { deliver($0) }
+    }
+
+    private func deliver(_ bytes: UnsafeRawBufferPointer) {
+        switch sink {
+        case .buffer: body.append(contentsOf: bytes)
+        case .discard: break
+        case .stdin(let s):
+            guard !s.closed else { return }
+            s.enqueue(bytes)
+            if s.queued > server.config.maxStdinQueue {
+                paused = true
+                s.waiters.append { [weak self] in self?.resume() }
+            }
+        }
+    }
+
+    private func resume() {
+        guard paused, !closed else { return }
+        paused = false
+        server.loop.defer_ { [weak self] in self?.process() }
+    }
+
+    private func bodyComplete() {
+        guard let head, let route else { return }
+        state = .closing  // until the handler decides
+        let outcome = server.handle(route, head: head, body: body, connection: self)
+        body.removeAll(keepingCapacity: body.capacity <= 65536)
+        complete(outcome)
+    }
+
+    /// Sends a handler's outcome (now, or later for `.pending` ones).
+    func complete(_ outcome: Outcome) {
+        guard !closed, let head else { return }
+        switch outcome {
+        case .response(let status, let json, let headers):
+            send(status: status, json: json, extraHeaders: headers, close: !head.keepAlive)
+        case .noContent:
+            sendRaw(status: 204, contentType: nil, body: [], extraHeaders: [], close: !head.keepAlive)
+        case .error(let e):
+            sendError(e, close: !head.keepAlive)
+        case .rawJSON(let status, let bytes):
+            sendRaw(status: status, contentType: "application/json", body: bytes, extraHeaders: [], close: !head.keepAlive)
+        case .streaming(let f):
+            state = .streaming
+            follower = f
+            f.pump()
+        case .pending:
+            state = .closing      // no further request is parsed until `complete` is called again
+            return
+        }
+        if state == .readingHead { server.loop.defer_ { [weak self] in self?.process() } }
+    }
+
+    // MARK: responses
+
+    func sendError(_ e: APIError, close: Bool) {
+        let headers: [(String, String)] = e.status == 405 ? [("Allow", Router.allowed(head?.path ?? ""))] : []
+        send(status: e.status, json: e.json, extraHeaders: headers, close: close)
+    }
+
+    func send(status: Int, json: JSONValue, extraHeaders: [(String, String)] = [], close: Bool) {
+        var b = json.serialized()
+        b.append(0x0A)
+        sendRaw(status: status, contentType: "application/json", body: b, extraHeaders: extraHeaders, close: close)
+    }
+
+    private func sendRaw(status: Int, contentType: String?, body: [UInt8], extraHeaders: [(String, String)], close: Bool) {
+        var headers: [(String, String)] = []
+        if let contentType { headers.append(("Content-Type", contentType)) }
+        if status != 204 { headers.append(("Content-Length", String(body.count))) }
+        headers.append(contentsOf: extraHeaders)
+        if close { headers.append(("Connection", "close")) }
+        encodeResponseHead(status: status, headers: headers, into: &out)
+        out.append(contentsOf: body)
+        requestDone(status: status, bytes: body.count)
+        if close {
+            closeAfterFlush = true
+            state = .closing
+        } else {
+            state = .readingHead
+        }
+        server.markDirty(self)
+    }
+
+    /// Starts a chunked streaming response (SSE).
+    func beginStream(headers: [(String, String)]) {
+        var h = headers
+        h.append(("Transfer-Encoding", "chunked"))
+        encodeResponseHead(status: 200, headers: h, into: &out)
+        lastWriteAt = server.loop.now
+        server.markDirty(self)
+    }
+
+    /// Appends one chunk of stream payload, built in place (the size is patched in afterwards).
+    func appendChunk(_ build: (inout [UInt8]) -> Void) {
+        let sizeAt = out.count
+        out.append(contentsOf: [0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x0D, 0x0A])  // 8 hex digits + CRLF
+        let start = out.count
+        build(&out)
+        let n = out.count - start
+        if n == 0 { out.removeSubrange(sizeAt...); return }
+        let hex: [UInt8] = Array("0123456789abcdef".utf8)
+        var v = n
+        for i in stride(from: 7, through: 0, by: -1) { out[sizeAt + i] = hex[v & 0xF]; v >>= 4 }
+        out.append(0x0D); out.append(0x0A)
+        lastWriteAt = server.loop.now
+        server.markDirty(self)
+    }
+
+    /// The stream's body ended (last chunk written): back to reading requests, or close.
+    func endStream() {
+        out.append(contentsOf: lastChunk)
+        follower = nil
+        let keep = head?.keepAlive ?? false
+        requestDone(status: 200, bytes: -1)
+        if keep { state = .readingHead } else { closeAfterFlush = true; state = .closing }
+        server.markDirty(self)
+        server.loop.defer_ { [weak self] in self?.process() }
+    }
+
+    private func requestDone(status: Int, bytes: Int) {
+        guard let head else { return }
+        let ms = Clock.monotonicMs() - requestStartedAt
+        server.log.info("msg=request method=\(head.method) path=\(Log.q(head.path)) status=\(status) ms=\(ms)\(bytes >= 0 ? " bytes=\(bytes)" : "")")
+        self.route = nil
+    }
+
+    // MARK: output
+
+    /// Writes what is queued; called before the loop sleeps and when the socket becomes writable.
+    func flush() {
+        guard !closed else { return }
+        var rounds = 0
+        while true {
+            while outStart < out.count {
+                let n: Int
+                do {
+                    n = try out.withUnsafeBytes { try Socket.send(fd, UnsafeRawBufferPointer(rebasing: $0[outStart...])) }
+                } catch {
+                    close(reason: "write error"); return
+                }
+                if n == 0 { break }
+                outStart += n
+                lastActivity = server.loop.now
+            }
+            if outStart < out.count { break }        // blocked: wait for EPOLLOUT
+            out.removeAll(keepingCapacity: out.capacity <= (1 << 20))
+            outStart = 0
+            if closeAfterFlush { close(reason: nil); return }
+            rounds += 1
+            guard state == .streaming, let f = follower, rounds < 8 else { break }
+            f.pump()                                   // room again: produce more from the journal
+            if out.isEmpty { break }
+        }
+        if outStart > (1 << 20) { out.removeSubrange(0..<outStart); outStart = 0 }
+        updateInterest()
+        if state == .readingHead && unconsumed > 0 && pendingOutput < server.config.writeHighWater {
+            server.loop.defer_ { [weak self] in self?.process() }
+        }
+    }
+
+    private func flushOrClose() {
+        if pendingOutput == 0 { close(reason: nil) } else { server.markDirty(self) }
+    }
+
+    /// Timeouts, checked from the server's housekeeping tick.
+    func checkDeadlines(now: Int64) {
+        guard !closed else { return }
+        switch state {
+        case .readingHead:
+            if let started = headStartedAt, now - started > server.config.headerTimeoutMs {
+                server.log.info("msg=\"header timeout\"")
+                sendError(APIError(408, "REQUEST_TIMEOUT", "request headers not received in time"), close: true)
+            } else if unconsumed == 0 && pendingOutput == 0 && now - lastActivity > server.config.idleTimeoutMs {
+                close(reason: "idle")
+            }
+        case .readingBody:
+            if !paused && now - lastActivity > server.config.idleTimeoutMs {
+                sendError(APIError(408, "REQUEST_TIMEOUT", "request body not received in time"), close: true)
+            }
+        case .streaming:
+            if pendingOutput == 0 && now - lastWriteAt >= server.config.sseKeepaliveMs {
+                appendChunk { $0.append(contentsOf: [0x3A, 0x0A, 0x0A]) }   // ":\n\n"
+            }
+        case .closing:
+            if now - lastActivity > server.config.idleTimeoutMs { close(reason: "close timeout") }
+        }
+    }
+
+    func close(reason: String?) {
+        guard !closed else { return }
+        closed = true
+        state = .closing
+        if let reason { server.log.debug("msg=\"connection closed\" reason=\(Log.q(reason))") }
+        follower?.detach()
+        follower = nil
+        if let reg { server.loop.deregister(reg) }
+        reg = nil
+        FD.close(fd)
+        server.connectionClosed(self)
+    }
+}

@@ -1,0 +1,231 @@
+// ProcessRecord: one process the daemon started: its spec, its state, its fds (pidfd, output pipes,
+// stdin pipe), its journal and its followers. The fds are closed exactly once, when the record is
+// done with them (pipes at EOF or after the drain time, the pidfd after the reap).
+import Sys
+import Reactor
+import Supervision
+
+public enum StdinMode: String { case closed, pipe }
+public enum OutputMode: String { case capture, discard }
+
+/// What the client asked to start (already validated).
+public struct StartSpec {
+    var command: String
+    var args: [String]
+    var env: [(String, String)]
+    var workingDir: String?
+    var stdinMode: StdinMode = .closed
+    var stdoutMode: OutputMode = .capture
+    var stderrMode: OutputMode = .capture
+    var user: UserSpec?
+}
+
+public enum UserSpec: Equatable {
+    case name(String)
+    case uid(UInt32, gid: UInt32?)
+}
+
+public enum ProcessStatus: Equatable {
+    case running
+    case exited(Int32)
+    case signaled(Int32)
+
+    var name: String {
+        switch self {
+        case .running: return "running"
+        case .exited: return "exited"
+        case .signaled: return "signaled"
+        }
+    }
+}
+
+public final class ProcessRecord {
+    let handle: Int
+    let pid: Int32
+    let spec: StartSpec
+    let startedAt: Int64
+    var endedAt: Int64?
+    var status: ProcessStatus = .running
+    let journal: Journal
+
+    var pidfd: Int32
+    var pidfdReg: Registration?
+    var outputs: [PipeSource] = []       // open capture pipes (removed at EOF)
+    var stdin: StdinSink?
+    var followers: [ObjectIdentifier: Follower] = [:]
+    var drainTimer: TimerID?
+    var exitSource: ExitSource?
+    var exitWaiters: [() -> Void] = []
+    /// All output is in the journal and no more will come: the leader was reaped and its pipes are at
+    /// EOF (or the drain time after its exit has passed). Streams end only then.
+    var outputComplete: Bool { status != .running && outputs.isEmpty }
+
+    init(handle: Int, pid: Int32, pidfd: Int32, spec: StartSpec, startedAt: Int64, journal: Journal) {
+        self.handle = handle
+        self.pid = pid
+        self.pidfd = pidfd
+        self.spec = spec
+        self.startedAt = startedAt
+        self.journal = journal
+    }
+
+    var isRunning: Bool { status == .running }
+    var stdinWritable: Bool { isRunning && stdin != nil && !(stdin!.closed) }
+}
+
+/// The read end of a child's stdout or stderr pipe, registered with the loop.
+final class PipeSource: EventHandler {
+    unowned let server: Server
+    weak var process: ProcessRecord?
+    let stream: OutputStream
+    var fd: Int32
+    var reg: Registration?
+
+    init(server: Server, process: ProcessRecord, stream: OutputStream, fd: Int32) {
+        self.server = server; self.process = process; self.stream = stream; self.fd = fd
+    }
+
+    func handle(_ events: EpollEvents, _ loop: EventLoop) {
+        drain(maxReads: 8)
+    }
+
+    /// Reads what the pipe holds (bounded per call for fairness) into the journal; closes at EOF.
+    func drain(maxReads: Int) {
+        guard fd >= 0, let process else { return }
+        var reads = 0
+        while reads < maxReads {
+            reads += 1
+            let r: IOResult
+            do {
+                r = try server.readBuffer.withUnsafeMutableBytes { try FD.read(fd, into: $0) }
+            } catch {
+                server.log.warn("msg=\"pipe read failed\" pid=\(process.pid) error=\(Log.q("\(error)"))")
+                close(); return
+            }
+            switch r {
+            case .bytes(let n):
+                let now = Clock.wallMs()
+                server.readBuffer.withUnsafeBytes { raw in
+                    _ = process.journal.append(UnsafeRawBufferPointer(rebasing: raw[0..<n]), from: stream, nowMs: now)
+                }
+                server.outputArrived(process)
+                if n < server.readBuffer.count { return }   // the pipe is (very likely) empty now
+            case .wouldBlock:
+                return
+            case .eof:
+                close(); return
+            }
+        }
+    }
+
+    /// EOF or forced close: the partial line becomes a line, the fd is closed.
+    func close() {
+        guard fd >= 0 else { return }
+        if let reg { server.loop.deregister(reg) }
+        FD.close(fd)
+        fd = -1
+        reg = nil
+        if let process {
+            process.journal.finish(stream, nowMs: Clock.wallMs())
+            process.outputs.removeAll { $0 === self }
+            server.outputArrived(process)
+            server.maybeComplete(process)
+        }
+    }
+}
+
+/// The write end of a child's stdin pipe with a bounded queue of bytes not yet accepted by the pipe.
+final class StdinSink: EventHandler {
+    unowned let server: Server
+    var fd: Int32
+    var reg: Registration?
+    var queue: [UInt8] = []
+    var queueStart = 0
+    var closed = false            // stdin/close was requested (the fd closes once the queue is flushed)
+    var waiters: [() -> Void] = [] // connections paused because the queue was full
+
+    init(server: Server, fd: Int32) { self.server = server; self.fd = fd }
+
+    var queued: Int { queue.count - queueStart }
+
+    /// Queues bytes and tries to write them now.
+    func enqueue(_ bytes: UnsafeRawBufferPointer) {
+        guard fd >= 0 else { return }
+        if queued == 0 {
+            // Fast path: straight into the pipe.
+            if case .bytes(let n)? = try? FD.write(fd, bytes) {
+                if n == bytes.count { return }
+                queue.append(contentsOf: bytes[n...])
+            } else {
+                queue.append(contentsOf: bytes)
+            }
+        } else {
+            queue.append(contentsOf: bytes)
+        }
+        flush()
+    }
+
+    func flush() {
+        while queued > 0 && fd >= 0 {
+            let r: IOResult
+            do {
+                r = try queue.withUnsafeBytes { try FD.write(fd, UnsafeRawBufferPointer(rebasing: $0[queueStart...])) }
+            } catch {
+                // EPIPE: the child closed its stdin or exited; what is queued cannot be delivered.
+                queue.removeAll(); queueStart = 0
+                shut()
+                return
+            }
+            guard case .bytes(let n) = r else { break }
+            queueStart += n
+        }
+        if queueStart > 0 && queueStart == queue.count { queue.removeAll(keepingCapacity: queue.capacity <= 65536); queueStart = 0 }
+        if queued > 0 {
+            if reg == nil { reg = try? server.loop.register(fd, .output, handler: self) }
+        } else {
+            if let reg { server.loop.deregister(reg); self.reg = nil }
+            if closed { shut() }
+        }
+        if queued < server.config.maxStdinQueue / 2 && !waiters.isEmpty {
+            let w = waiters
+            waiters.removeAll()
+            for f in w { f() }
+        }
+    }
+
+    func handle(_ events: EpollEvents, _ loop: EventLoop) {
+        if events.contains(.error) || events.contains(.hangup) {
+            queue.removeAll(); queueStart = 0
+            shut()
+            return
+        }
+        flush()
+    }
+
+    /// Close requested: EOF for the child once everything queued is written.
+    func requestClose() {
+        closed = true
+        if queued == 0 { shut() }
+    }
+
+    /// Closes the fd now (exit of the process, EPIPE, or close after flush).
+    func shut() {
+        closed = true
+        if let reg { server.loop.deregister(reg); self.reg = nil }
+        FD.close(fd)
+        fd = -1
+        let w = waiters
+        waiters.removeAll()
+        for f in w { f() }
+    }
+}
+
+/// The pidfd of a running child: readable once it exits.
+final class ExitSource: EventHandler {
+    unowned let server: Server
+    weak var process: ProcessRecord?
+    init(server: Server, process: ProcessRecord) { self.server = server; self.process = process }
+    func handle(_ events: EpollEvents, _ loop: EventLoop) {
+        if let process { server.childExited(process) }
+    }
+}

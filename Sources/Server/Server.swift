@@ -1,0 +1,321 @@
+// Server: the composition root. Owns the event loop, the listeners, the connections, the process
+// table and the daemon's own signals; wires pipe output to followers and child exits to records.
+import Sys
+import Reactor
+import Supervision
+import JSON
+import HTTP1
+
+public final class Server {
+    public let config: Config
+    public let log: Log
+    public let loop: EventLoop
+    var token: [UInt8] = []
+    let startedAtMono: Int64
+    let devNull: Int32
+    /// One read buffer for every pipe: reads go straight from it into a journal.
+    var readBuffer = [UInt8](repeating: 0, count: 256 << 10)
+
+    var listeners: [Listener] = []
+    var connections: [ObjectIdentifier: Connection] = [:]
+    var processes: [Int32: ProcessRecord] = [:]     // by current pid
+    var exitedOrder: [ProcessRecord] = []           // exited records, oldest first
+    var nextHandle = 1
+    var dirtyProcesses: [ObjectIdentifier: ProcessRecord] = [:]
+    var dirtyConnections: [ObjectIdentifier: Connection] = [:]
+    var signalSource: SignalSource?
+    var stopping = false
+    var onStopped: (() -> Void)?
+    public private(set) var exitCode: Int32? = nil
+    let baseEnvironment: [(String, String)]
+
+    public init(config: Config) throws {
+        self.config = config
+        log = Log(level: config.logLevel)
+        loop = try EventLoop()
+        startedAtMono = Clock.monotonicMs()
+        devNull = try FD.open("/dev/null", flags: FD.readWrite)
+        // Children get the daemon's environment minus what belongs to the daemon alone.
+        let private_ = ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID",
+                        "CREDENTIALS_DIRECTORY", "TENDD_TOKEN", "JOURNAL_STREAM", "INVOCATION_ID", "MONITOR_PID"]
+        baseEnvironment = Proc.environment().compactMap { kv in
+            guard let eq = kv.firstIndex(of: "=") else { return nil }
+            let k = String(kv[..<eq])
+            return private_.contains(k) ? nil : (k, String(kv[kv.index(after: eq)...]))
+        }
+    }
+
+    // MARK: start-up
+
+    /// Reads the token: `--token-file`, else the systemd credential `tendd-token`.
+    public func loadToken() throws {
+        var path = config.tokenFile
+        if path == nil, let dir = Proc.getenv("CREDENTIALS_DIRECTORY") { path = dir + "/tendd-token" }
+        guard let path else {
+            throw ConfigError("no token configured: pass --token-file PATH (or run under systemd with the credential tendd-token)")
+        }
+        let raw: [UInt8]
+        do { raw = try FD.readFile(path, limit: 4096) } catch { throw ConfigError("cannot read token file \(path): \(error)") }
+        var t = raw[...]
+        while let l = t.last, l == 0x0A || l == 0x0D || l == 0x20 || l == 0x09 { t = t.dropLast() }
+        while let f = t.first, f == 0x20 || f == 0x09 { t = t.dropFirst() }
+        guard !t.isEmpty else { throw ConfigError("token file \(path) is empty") }
+        guard t.count <= 1024, !t.contains(where: { $0 < 0x21 || $0 > 0x7E }) else {
+            throw ConfigError("token file \(path) must hold one printable ASCII token of at most 1024 bytes")
+        }
+        token = Array(t)
+    }
+
+    /// Adds listeners: from flags, or already-open fds (socket activation).
+    public func listen(on addresses: [ListenAddress], inherited: [(fd: Int32, name: String)] = []) throws {
+        for (fd, name) in inherited {
+            try FD.setNonBlockingCloexec(fd)
+            try addListener(fd: fd, label: name)
+        }
+        for a in addresses {
+            let fd = try Socket.listen(a)
+            try addListener(fd: fd, label: a.description)
+        }
+    }
+
+    private func addListener(fd: Int32, label: String) throws {
+        let l = Listener(server: self, fd: fd, label: label)
+        l.reg = try loop.register(fd, .input, handler: l)
+        listeners.append(l)
+        log.info("msg=listening addr=\(Log.q(label))\(Socket.localPort(fd).map { " port=\($0)" } ?? "")")
+    }
+
+    public var boundPorts: [UInt16] { listeners.compactMap { Socket.localPort($0.fd) } }
+
+    public func start() throws {
+        Signal.ignorePipe()
+        if !Proc.becomeSubreaper() { log.warn("msg=\"PR_SET_CHILD_SUBREAPER failed; orphans of children will not be reaped by tendd\"") }
+        let sfd = try Signal.openFD([Signal.term, Signal.int, Signal.hup, Signal.chld])
+        let s = SignalSource(server: self, fd: sfd)
+        s.reg = try loop.register(sfd, .input, late: true, handler: s)
+        signalSource = s
+        loop.addBeforeSleep { [unowned self] in self.beforeSleep() }
+        scheduleTick()
+    }
+
+    /// Runs until a stop completes; returns the exit code.
+    public func run() throws -> Int32 {
+        while exitCode == nil { try loop.runOnce() }
+        return exitCode!
+    }
+
+    // MARK: the loop's phases that belong to the server
+
+    /// Before sleeping: pump followers of processes that got output, then flush connections.
+    func beforeSleep() {
+        if !dirtyProcesses.isEmpty {
+            let procs = dirtyProcesses
+            dirtyProcesses.removeAll(keepingCapacity: true)
+            for (_, p) in procs { for (_, f) in p.followers { f.pump() } }
+        }
+        if !dirtyConnections.isEmpty {
+            let conns = dirtyConnections
+            dirtyConnections.removeAll(keepingCapacity: true)
+            for (_, c) in conns { c.flush() }
+        }
+    }
+
+    func outputArrived(_ p: ProcessRecord) {
+        if !p.followers.isEmpty { dirtyProcesses[ObjectIdentifier(p)] = p }
+    }
+
+    func markDirty(_ c: Connection) { dirtyConnections[ObjectIdentifier(c)] = c }
+
+    /// Periodic housekeeping: header/idle deadlines, SSE keep-alives, record ages.
+    private func scheduleTick() {
+        let interval = max(20, min(250, config.sseKeepaliveMs / 2))
+        loop.schedule(afterMs: interval) { [unowned self] in
+            self.tick()
+            self.scheduleTick()
+        }
+    }
+
+    private func tick() {
+        let now = loop.now
+        for (_, c) in connections { c.checkDeadlines(now: now) }
+        if config.exitedTTLms > 0 {
+            let wall = Clock.wallMs()
+            while let p = exitedOrder.first, let ended = p.endedAt, wall - ended > config.exitedTTLms {
+                forget(p)
+            }
+        }
+    }
+
+    // MARK: processes
+
+    func childExited(_ p: ProcessRecord) {
+        // Output written before the exit is in the pipes now: take it first, so "exited" implies "captured".
+        for o in p.outputs { o.drain(maxReads: 64) }
+        let report: ExitReport?
+        do { report = try Proc.reap(pidfd: p.pidfd) } catch {
+            log.error("msg=\"reap failed\" pid=\(p.pid) error=\(Log.q("\(error)"))")
+            report = .exited(-1)
+        }
+        guard let report else { return }   // spurious wake-up
+        if let reg = p.pidfdReg { loop.deregister(reg); p.pidfdReg = nil }
+        FD.close(p.pidfd)
+        p.pidfd = -1
+        p.endedAt = Clock.wallMs()
+        switch report {
+        case .exited(let code): p.status = .exited(code)
+        case .signaled(let sig, _): p.status = .signaled(sig)
+        }
+        p.stdin?.shut()
+        p.exitSource = nil
+        let waiters = p.exitWaiters
+        p.exitWaiters.removeAll()
+        for w in waiters { w() }
+        log.info("msg=\"process exited\" pid=\(p.pid) handle=\(p.handle) status=\(p.status.name) \(describe(p.status)) runtime_ms=\(p.endedAt! - p.startedAt)")
+        if !p.outputs.isEmpty {
+            // A descendant may still hold the pipes: give them a short drain time, then close.
+            p.drainTimer = loop.schedule(afterMs: config.drainMs) { [unowned self, weak p] in
+                guard let p else { return }
+                for o in p.outputs { o.drain(maxReads: 64); o.close() }
+                self.maybeComplete(p)
+            }
+        }
+        exitedOrder.append(p)
+        maybeComplete(p)
+        evictExited()
+    }
+
+    private func describe(_ s: ProcessStatus) -> String {
+        switch s {
+        case .running: return ""
+        case .exited(let c): return "exit_code=\(c)"
+        case .signaled(let sig): return "signal=\(sig)"
+        }
+    }
+
+    /// Once the record's output is complete, followers can finish their streams.
+    func maybeComplete(_ p: ProcessRecord) {
+        guard p.outputComplete else { return }
+        loop.cancel(p.drainTimer)
+        p.drainTimer = nil
+        for (_, f) in p.followers { f.pump() }
+        if stopping { checkStopped() }
+    }
+
+    private func evictExited() {
+        while exitedOrder.count > config.maxExited, let p = exitedOrder.first {
+            forget(p)
+        }
+    }
+
+    /// Drops an exited record (its followers keep their reference until their stream ends).
+    func forget(_ p: ProcessRecord) {
+        exitedOrder.removeAll { $0 === p }
+        if processes[p.pid] === p { processes[p.pid] = nil }
+        log.debug("msg=\"record forgotten\" pid=\(p.pid) handle=\(p.handle)")
+    }
+
+    /// Reaps orphans re-parented to us (we are a subreaper); our own children are reaped through their pidfds.
+    func reapOrphans() {
+        // waitid(P_ALL) would also reap our tracked children and lose their status to the pidfd path:
+        // peek first; a tracked child goes through childExited (which reaps it by pidfd), others are reaped here.
+        while let pid = Proc.peekExited() {
+            if let p = processes[pid], p.isRunning, p.pidfd >= 0 {
+                childExited(p)
+            } else {
+                Proc.reap(pid: pid)
+                log.debug("msg=\"reaped orphan\" pid=\(pid)")
+            }
+        }
+    }
+
+    // MARK: daemon signals and shutdown
+
+    func handleSignal(_ sig: Int32) {
+        switch sig {
+        case Signal.term, Signal.int:
+            beginStop(reason: Signal.name(sig))
+        case Signal.hup:
+            do { try loadToken(); log.info("msg=\"reloaded token\"") } catch { log.error("msg=\"reload failed\" error=\(Log.q("\(error)"))") }
+        case Signal.chld:
+            reapOrphans()
+        default:
+            break
+        }
+    }
+
+    /// Stop accepting, TERM every child's group, KILL after the grace period, finish streams, exit 0.
+    public func beginStop(reason: String) {
+        guard !stopping else { return }
+        stopping = true
+        log.info("msg=\"stopping\" reason=\(reason) running=\(processes.values.filter { $0.isRunning }.count)")
+        for l in listeners { l.close() }
+        listeners.removeAll()
+        for p in processes.values where p.isRunning { _ = Proc.signalGroup(p.pid, Signal.term) }
+        loop.schedule(afterMs: config.shutdownGraceMs) { [unowned self] in
+            for p in self.processes.values where p.isRunning {
+                self.log.warn("msg=\"killing after grace period\" pid=\(p.pid)")
+                _ = Proc.signalGroup(p.pid, Signal.kill)
+                if p.pidfd >= 0 { _ = try? Proc.signal(pidfd: p.pidfd, Signal.kill) }
+            }
+        }
+        // Hard deadline: never hang on a stream that cannot drain.
+        loop.schedule(afterMs: config.shutdownGraceMs + config.drainMs + 2000) { [unowned self] in self.finishStop() }
+        checkStopped()
+    }
+
+    private func checkStopped() {
+        guard stopping else { return }
+        if processes.values.contains(where: { !$0.outputComplete }) { return }
+        // Give streams a moment to flush their eof events.
+        loop.schedule(afterMs: 50) { [unowned self] in self.finishStop() }
+    }
+
+    private func finishStop() {
+        guard exitCode == nil else { return }
+        for (_, c) in connections { c.flush() }
+        log.info("msg=stopped")
+        exitCode = 0
+    }
+}
+
+struct ConfigError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// A listening socket: accepts until EAGAIN (bounded per wake-up).
+final class Listener: EventHandler {
+    unowned let server: Server
+    let fd: Int32
+    let label: String
+    var reg: Registration?
+    init(server: Server, fd: Int32, label: String) { self.server = server; self.fd = fd; self.label = label }
+
+    func handle(_ events: EpollEvents, _ loop: EventLoop) {
+        for _ in 0..<64 {
+            let cfd: Int32?
+            do { cfd = try Socket.accept(fd) } catch let e as SysError {
+                server.log.warn("msg=\"accept failed\" error=\(Log.q(e.description))")
+                return
+            } catch { return }
+            guard let cfd else { return }
+            server.accepted(cfd)
+        }
+    }
+
+    func close() {
+        if let reg { server.loop.deregister(reg) }
+        FD.close(fd)
+    }
+}
+
+/// The daemon's signalfd.
+final class SignalSource: EventHandler {
+    unowned let server: Server
+    let fd: Int32
+    var reg: Registration?
+    init(server: Server, fd: Int32) { self.server = server; self.fd = fd }
+    func handle(_ events: EpollEvents, _ loop: EventLoop) {
+        while let sig = try? Signal.read(fd) { server.handleSignal(sig) }
+    }
+}

@@ -1,0 +1,118 @@
+// Spawn: turns a validated StartSpec into a running child: user lookup, environment, PATH lookup,
+// pipes, the spawn itself (Sys.Proc.spawn, whose child side is C), and registration with the loop.
+// Every failure before the child exists is reported without side effects (no fd or process left).
+import Sys
+import Reactor
+import Supervision
+
+extension Server {
+    func startProcess(_ spec: StartSpec) throws -> ProcessRecord {
+        if stopping { throw APIError(503, "LIMIT_REACHED", "tendd is shutting down") }
+        let running = processes.values.reduce(0) { $0 + ($1.isRunning ? 1 : 0) }
+        if running >= config.maxProcesses {
+            throw APIError(503, "LIMIT_REACHED", "process limit reached (\(config.maxProcesses) running)")
+        }
+
+        // Credentials.
+        var ids: (uid: UInt32, gid: UInt32, groups: [UInt32])? = nil
+        var userRecord: UserRecord? = nil
+        switch spec.user {
+        case nil: break
+        case .name(let n):
+            guard let r = Users.byName(n) else { throw APIError(500, "USER_NOT_FOUND", "user not found: \(Router.clip(n))") }
+            userRecord = r
+            ids = (r.uid, r.gid, r.groups)
+        case .uid(let u, let g):
+            if let r = Users.byUID(u) {
+                userRecord = r
+                ids = (u, g ?? r.gid, g == nil ? r.groups : [g!])
+            } else {
+                ids = (u, g ?? u, [g ?? u])
+            }
+        }
+
+        // Environment: the daemon's (minus its private variables), then the request's.
+        var env = baseEnvironment
+        func set(_ k: String, _ v: String) {
+            if let i = env.firstIndex(where: { $0.0 == k }) { env[i].1 = v } else { env.append((k, v)) }
+        }
+        if let r = userRecord, ids != nil {
+            if let h = r.home { set("HOME", h) }
+            if let n = r.name { set("USER", n); set("LOGNAME", n) }
+        }
+        for (k, v) in spec.env { set(k, v) }
+        let pathVar = env.first(where: { $0.0 == "PATH" })?.1 ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        guard let exe = Proc.resolveExecutable(spec.command, path: pathVar, cwd: spec.workingDir) else {
+            throw APIError(500, "SPAWN_FAILED", "cannot start \(Router.clip(spec.command)): No such file or directory (not found in PATH)")
+        }
+
+        // Pipes: the child's ends are blocking, ours are non-blocking; all close-on-exec.
+        var toClose: [Int32] = []          // child ends, closed after the spawn
+        var ours: [Int32] = []             // our ends, closed on failure
+        func cleanup() { for fd in toClose + ours { FD.close(fd) } }
+        var stdinFD = devNull, stdoutFD = devNull, stderrFD = devNull
+        var stdinWrite: Int32 = -1, stdoutRead: Int32 = -1, stderrRead: Int32 = -1
+        do {
+            if spec.stdinMode == .pipe {
+                let p = try FD.pipe()
+                try FD.setBlocking(p.read)
+                stdinFD = p.read; stdinWrite = p.write
+                toClose.append(p.read); ours.append(p.write)
+            }
+            if spec.stdoutMode == .capture {
+                let p = try FD.pipe(size: config.pipeSize)
+                try FD.setBlocking(p.write)
+                stdoutFD = p.write; stdoutRead = p.read
+                toClose.append(p.write); ours.append(p.read)
+            }
+            if spec.stderrMode == .capture {
+                let p = try FD.pipe(size: config.pipeSize)
+                try FD.setBlocking(p.write)
+                stderrFD = p.write; stderrRead = p.read
+                toClose.append(p.write); ours.append(p.read)
+            }
+        } catch let e as SysError {
+            cleanup()
+            if e.errno == EMFILE_ || e.errno == ENFILE_ {
+                throw APIError(503, "LIMIT_REACHED", "out of file descriptors (\(e.reason))")
+            }
+            throw APIError(500, "SPAWN_FAILED", "cannot create pipes: \(e.reason)")
+        }
+
+        let plan = SpawnPlan(path: exe, argv: [spec.command] + spec.args, env: env.map { "\($0.0)=\($0.1)" },
+                             cwd: spec.workingDir, stdin: stdinFD, stdout: stdoutFD, stderr: stderrFD, ids: ids)
+        let pid: Int32, pidfd: Int32
+        do {
+            (pid, pidfd) = try Proc.spawn(plan)
+        } catch let f as SpawnFailure {
+            cleanup()
+            log.info("msg=\"spawn failed\" command=\(Log.q(spec.command)) step=\(f.step) error=\(Log.q(f.reason))")
+            throw APIError(500, "SPAWN_FAILED", "cannot start \(Router.clip(spec.command)): \(f.step): \(f.reason)")
+        } catch let e as SysError {
+            cleanup()
+            if e.errno == EAGAIN_ || e.errno == EMFILE_ || e.errno == ENFILE_ {
+                throw APIError(503, "LIMIT_REACHED", "cannot create a process now: \(e.reason)")
+            }
+            throw APIError(500, "SPAWN_FAILED", "cannot start \(Router.clip(spec.command)): \(e.reason)")
+        }
+        for fd in toClose { FD.close(fd) }
+
+        let handle = nextHandle
+        nextHandle += 1
+        let record = ProcessRecord(handle: handle, pid: pid, pidfd: pidfd, spec: spec, startedAt: Clock.wallMs(),
+                                   journal: Journal(maxBytes: config.journalBytes, maxLineBytes: config.maxLineBytes))
+        if let old = processes[pid] { forget(old) }     // a reused pid: the old record was exited
+        processes[pid] = record
+        let exit = ExitSource(server: self, process: record)
+        record.exitSource = exit
+        record.pidfdReg = try? loop.register(pidfd, .input, late: true, handler: exit)
+        for (fd, stream) in [(stdoutRead, OutputStream.stdout), (stderrRead, .stderr)] where fd >= 0 {
+            let src = PipeSource(server: self, process: record, stream: stream, fd: fd)
+            src.reg = try? loop.register(fd, .input, handler: src)
+            record.outputs.append(src)
+        }
+        if stdinWrite >= 0 { record.stdin = StdinSink(server: self, fd: stdinWrite) }
+        log.info("msg=\"process started\" pid=\(pid) handle=\(handle) command=\(Log.q(spec.command)) args=\(spec.args.count)")
+        return record
+    }
+}

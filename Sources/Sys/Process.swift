@@ -1,0 +1,181 @@
+// Process: the kernel side of a child: spawning it (the C shim runs the child side),
+// its pidfd (signals and the non-blocking reap), and orphan reaping as a subreaper.
+import Glibc
+import CShims
+
+public struct SpawnPlan {
+    public var path: String                 // absolute, resolved by `resolveExecutable`
+    public var argv: [String]
+    public var env: [String]                // "K=V"
+    public var cwd: String?
+    public var stdin: Int32, stdout: Int32, stderr: Int32
+    public var ids: (uid: UInt32, gid: UInt32, groups: [UInt32])?
+    public var cgroupProcsFD: Int32 = -1
+    public init(path: String, argv: [String], env: [String], cwd: String?, stdin: Int32, stdout: Int32, stderr: Int32,
+                ids: (uid: UInt32, gid: UInt32, groups: [UInt32])?) {
+        self.path = path; self.argv = argv; self.env = env; self.cwd = cwd
+        self.stdin = stdin; self.stdout = stdout; self.stderr = stderr; self.ids = ids
+    }
+}
+
+public struct SpawnFailure: Error, CustomStringConvertible {
+    public let step: String
+    public let errno: Int32
+    public var reason: String { String(cString: strerror(errno)) }
+    public var description: String { "\(step): \(reason)" }
+}
+
+/// How a child ended, as the kernel reports it.
+public enum ExitReport: Equatable, Sendable {
+    case exited(Int32)
+    case signaled(Int32, coreDumped: Bool)
+}
+
+public enum Proc {
+    /// Starts the child. Returns (pid, pidfd). Throws SpawnFailure if a step in the child failed (the
+    /// child has then been reaped) or SysError if clone failed.
+    public static func spawn(_ plan: SpawnPlan) throws -> (pid: Int32, pidfd: Int32) {
+        func cStrings(_ a: [String]) -> [UnsafeMutablePointer<CChar>?] { a.map { strdup($0) } + [nil] }
+        var argv = cStrings(plan.argv)
+        var envp = cStrings(plan.env)
+        defer { for p in argv { free(p) }; for p in envp { free(p) } }
+        let groups = plan.ids?.groups ?? []
+        return try plan.path.withCString { path in
+            try withOptionalCString(plan.cwd) { cwd in
+                try groups.withUnsafeBufferPointer { gp in
+                    try argv.withUnsafeMutableBufferPointer { av in
+                        try envp.withUnsafeMutableBufferPointer { ev in
+                            var p = tend_spawn_plan()
+                            p.path = path
+                            p.argv = UnsafePointer(av.baseAddress!)
+                            p.envp = UnsafePointer(ev.baseAddress!)
+                            p.cwd = cwd
+                            p.stdin_fd = plan.stdin; p.stdout_fd = plan.stdout; p.stderr_fd = plan.stderr
+                            if let ids = plan.ids {
+                                p.set_ids = 1; p.uid = ids.uid; p.gid = ids.gid
+                                p.groups = gp.baseAddress; p.ngroups = Int32(gp.count)
+                            }
+                            p.cgroup_procs_fd = plan.cgroupProcsFD
+                            let pid = tend_spawn(&p)
+                            if pid < 0 { throw lastError("clone") }
+                            if p.failed_step != 0 {
+                                var code: Int32 = 0, status: Int32 = 0
+                                // The child has already _exit()ed (CLONE_VFORK resumed us): reap it now.
+                                if p.pidfd >= 0 {
+                                    var pfd = pollfd(fd: p.pidfd, events: Int16(POLLIN), revents: 0)
+                                    _ = poll(&pfd, 1, 1000)
+                                    _ = tend_pidfd_wait(p.pidfd, 0, &code, &status)
+                                    FD.close(p.pidfd)
+                                }
+                                throw SpawnFailure(step: stepName(p.failed_step), errno: p.child_errno)
+                            }
+                            return (pid, p.pidfd)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    static func stepName(_ s: Int32) -> String {
+        switch Int(s) {
+        case Int(TEND_STEP_SETSID): return "setsid"
+        case Int(TEND_STEP_CGROUP): return "join cgroup"
+        case Int(TEND_STEP_DUP): return "dup2"
+        case Int(TEND_STEP_CHDIR): return "chdir"
+        case Int(TEND_STEP_SETGROUPS): return "setgroups"
+        case Int(TEND_STEP_SETGID): return "setgid"
+        case Int(TEND_STEP_SETUID): return "setuid"
+        default: return "execve"
+        }
+    }
+
+    /// C: pidfd_send_signal(2). Returns false if the process is already gone (ESRCH).
+    @discardableResult
+    public static func signal(pidfd: Int32, _ sig: Int32) throws -> Bool {
+        if tend_pidfd_send_signal(pidfd, sig) < 0 {
+            if errno == ESRCH { return false }
+            throw lastError("pidfd_send_signal")
+        }
+        return true
+    }
+
+    /// C: kill(-pgid, sig): the whole process group. Returns false if the group is empty.
+    @discardableResult
+    public static func signalGroup(_ pgid: Int32, _ sig: Int32) -> Bool {
+        kill(-pgid, sig) == 0
+    }
+
+    /// Non-blocking reap through the pidfd: nil while the child runs.
+    public static func reap(pidfd: Int32, peek: Bool = false) throws -> ExitReport? {
+        var code: Int32 = 0, status: Int32 = 0
+        let r = tend_pidfd_wait(pidfd, peek ? 1 : 0, &code, &status)
+        if r < 0 { throw lastError("waitid(P_PIDFD)") }
+        if r == 0 { return nil }
+        return report(code: code, status: status)
+    }
+
+    /// The pid of some exited child, left waitable (C: waitid(P_ALL, WNOWAIT)). nil when none.
+    public static func peekExited() -> Int32? {
+        let pid = tend_peek_exited()
+        return pid > 0 ? pid : nil
+    }
+
+    /// Reaps one specific exited child by pid (an orphan re-parented to us).
+    public static func reap(pid: Int32) { tend_reap_pid(pid) }
+
+    static func report(code: Int32, status: Int32) -> ExitReport {
+        if code == TEND_CLD_EXITED { return .exited(status) }
+        return .signaled(status, coreDumped: code == TEND_CLD_DUMPED)
+    }
+
+    /// Makes this process a child subreaper: orphaned descendants are re-parented to us and reaped here.
+    public static func becomeSubreaper() -> Bool { tend_set_child_subreaper() == 0 }
+
+    /// Looks `command` up in `path` (colon-separated) unless it contains a '/'. Returns an absolute or
+    /// relative path that exists and is executable, or nil.
+    public static func resolveExecutable(_ command: String, path: String, cwd: String?) -> String? {
+        if command.contains("/") {
+            if command.hasPrefix("/") || cwd == nil { return command }
+            return cwd! + "/" + command
+        }
+        for dir in path.split(separator: ":", omittingEmptySubsequences: false) {
+            let d = dir.isEmpty ? "." : String(dir)
+            let candidate = d + "/" + command
+            var st = stat()
+            if stat(candidate, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG && access(candidate, X_OK) == 0 {
+                return candidate
+            }
+        }
+        return nil
+    }
+
+    /// True if `path` is an existing directory.
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// This process's environment as "K=V" strings.
+    public static func environment() -> [String] {
+        var out: [String] = []
+        var p = environ
+        while let s = p.pointee { out.append(String(cString: s)); p += 1 }
+        return out
+    }
+
+    public static func getenv(_ name: String) -> String? {
+        guard let v = Glibc.getenv(name) else { return nil }
+        return String(cString: v)
+    }
+
+    public static var myPid: Int32 { getpid() }
+
+    /// C: exit(3).
+    public static func exit(_ code: Int32) -> Never { Glibc.exit(code) }
+}
+
+private func withOptionalCString<R>(_ s: String?, _ body: (UnsafePointer<CChar>?) throws -> R) rethrows -> R {
+    if let s { return try s.withCString { try body($0) } }
+    return try body(nil)
+}

@@ -1,0 +1,36 @@
+// SignalFD: the daemon's signals arrive as readable events on one fd (C: signalfd(2)); they are
+// blocked for the thread at start-up so no async handler ever runs.
+import Glibc
+import CShims
+
+public enum Signal {
+    public static let term = SIGTERM, int = SIGINT, hup = SIGHUP, chld = SIGCHLD, usr1 = SIGUSR1, usr2 = SIGUSR2
+    public static let kill = SIGKILL, quit = SIGQUIT
+
+    /// Blocks `signals` and returns a non-blocking signalfd that reports them.
+    public static func openFD(_ signals: [Int32]) throws -> Int32 {
+        let fd = signals.withUnsafeBufferPointer { tend_signalfd_open($0.baseAddress, Int32($0.count)) }
+        if fd < 0 { throw lastError("signalfd") }
+        return fd
+    }
+
+    /// One pending signal number, or nil.
+    public static func read(_ fd: Int32) throws -> Int32? {
+        let s = tend_signalfd_read(fd, nil)
+        if s < 0 { throw lastError("read(signalfd)") }
+        return s == 0 ? nil : s
+    }
+
+    public static func ignorePipe() { tend_ignore_sigpipe() }
+
+    /// "SIGTERM" style name for logs.
+    public static func name(_ sig: Int32) -> String {
+        switch sig {
+        case SIGHUP: return "SIGHUP"; case SIGINT: return "SIGINT"; case SIGQUIT: return "SIGQUIT"
+        case SIGKILL: return "SIGKILL"; case SIGTERM: return "SIGTERM"; case SIGUSR1: return "SIGUSR1"
+        case SIGUSR2: return "SIGUSR2"; case SIGCHLD: return "SIGCHLD"; case SIGSTOP: return "SIGSTOP"
+        case SIGCONT: return "SIGCONT"; case SIGPIPE: return "SIGPIPE"; case SIGALRM: return "SIGALRM"
+        default: return "signal \(sig)"
+        }
+    }
+}

@@ -1,0 +1,98 @@
+// tendd: flags -> Config -> Server. Everything else lives in the Server module.
+import Server
+import Sys
+
+let usage = """
+usage: tendd [--listen ADDR]... --token-file PATH [options]
+
+  --listen ADDR            127.0.0.1:9501, [::1]:9501, :9501 or unix:/path (repeatable; default 127.0.0.1:9501)
+  --token-file PATH        bearer token file (or systemd credential 'tendd-token' via $CREDENTIALS_DIRECTORY)
+  --log-level LEVEL        debug | info | warn | error (default info)
+  --journal-bytes N        output kept per process (default 1048576)
+  --max-line-bytes N       longest line before it is split into several events (default 65536)
+  --max-exited N           exited process records kept (default 1000)
+  --exited-ttl-s N         seconds an exited record is kept (default 86400; 0 = no age limit)
+  --max-connections N      concurrent client connections (default 1024)
+  --max-processes N        running processes (default 4096)
+  --max-body-bytes N       JSON request body limit (default 1048576)
+  --max-stdin-queue N      stdin bytes buffered per process before a stdin request is slowed (default 4194304)
+  --max-header-bytes N     request line + headers limit (default 16384)
+  --header-timeout-ms N    time allowed to send request headers (default 10000)
+  --idle-timeout-ms N      idle keep-alive connections are closed after this (default 60000)
+  --sse-keepalive-ms N     SSE comment after this much silence (default 15000)
+  --drain-ms N             after the leader exits, how long streams wait for pipes held by descendants (default 2000)
+  --shutdown-grace-ms N    on SIGTERM: TERM children, KILL after this (default 5000)
+  --pipe-size N            capture pipe size, F_SETPIPE_SZ (default 1048576)
+  --version, --help
+"""
+
+func fail(_ msg: String) -> Never {
+    var b = Array("tendd: \(msg)\n".utf8)
+    b.withUnsafeMutableBytes { _ = try? FD.write(2, UnsafeRawBufferPointer($0)) }
+    Proc.exit(2)
+}
+
+var config = Config()
+var args = CommandLine.arguments.dropFirst()
+var listen: [String] = []
+func value(_ flag: String) -> String {
+    guard let v = args.popFirst() else { fail("\(flag) needs a value\n\(usage)") }
+    return v
+}
+func number(_ flag: String) -> Int {
+    let v = value(flag)
+    guard let n = Int(v), n >= 0 else { fail("\(flag) needs a non-negative integer, got '\(v)'") }
+    return n
+}
+while let a = args.popFirst() {
+    var flag = a
+    if a.hasPrefix("--"), let eq = a.firstIndex(of: "=") {
+        flag = String(a[..<eq])
+        args.insert(String(a[a.index(after: eq)...]), at: args.startIndex)
+    }
+    switch flag {
+    case "--listen": listen.append(value(flag))
+    case "--token-file": config.tokenFile = value(flag)
+    case "--log-level":
+        let v = value(flag)
+        guard let l = LogLevel(name: v) else { fail("unknown log level '\(v)'") }
+        config.logLevel = l
+    case "--journal-bytes": config.journalBytes = max(4096, number(flag))
+    case "--max-line-bytes": config.maxLineBytes = max(16, number(flag))
+    case "--max-exited": config.maxExited = number(flag)
+    case "--exited-ttl-s": config.exitedTTLms = Int64(number(flag)) * 1000
+    case "--max-connections": config.maxConnections = max(1, number(flag))
+    case "--max-processes": config.maxProcesses = max(1, number(flag))
+    case "--max-body-bytes": config.maxBodyBytes = number(flag)
+    case "--max-stdin-queue": config.maxStdinQueue = max(4096, number(flag))
+    case "--max-header-bytes": config.maxHeaderBytes = max(1024, number(flag))
+    case "--header-timeout-ms": config.headerTimeoutMs = Int64(max(1, number(flag)))
+    case "--idle-timeout-ms": config.idleTimeoutMs = Int64(max(1, number(flag)))
+    case "--sse-keepalive-ms": config.sseKeepaliveMs = Int64(max(10, number(flag)))
+    case "--drain-ms": config.drainMs = Int64(number(flag))
+    case "--shutdown-grace-ms": config.shutdownGraceMs = Int64(number(flag))
+    case "--pipe-size": config.pipeSize = Int32(clamping: number(flag))
+    case "--version": print("tendd 0.1.0"); Proc.exit(0)
+    case "--help", "-h": print(usage); Proc.exit(0)
+    default: fail("unknown argument '\(a)'\n\(usage)")
+    }
+}
+
+var addresses: [ListenAddress] = []
+for l in listen {
+    guard let a = ListenAddress.parse(l) else { fail("cannot parse --listen '\(l)'") }
+    addresses.append(a)
+}
+if addresses.isEmpty { addresses = [.tcp(host: "127.0.0.1", port: 9501)] }
+
+do {
+    let server = try Server(config: config)
+    do { try server.loadToken() } catch { fail("\(error)") }
+    try server.start()
+    try server.listen(on: addresses)
+    server.log.info("msg=ready version=0.1.0 pid=\(Proc.myPid)")
+    let code = try server.run()
+    Proc.exit(code)
+} catch {
+    fail("\(error)")
+}

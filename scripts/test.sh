@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every test of tend: Swift unit tests, then the end-to-end and SDK suites (pytest) against the
+# real release binary. Installs what it needs (Debian packages when root, a Python venv with the
+# official tensorlake SDK) so it works on a fresh Debian machine with the Swift toolchain.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+need_pkgs=()
+dpkg -s libsystemd-dev >/dev/null 2>&1 || need_pkgs+=(libsystemd-dev)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  else
+    echo "missing Debian packages: ${need_pkgs[*]} (run as root or install them)" >&2; exit 1
+  fi
+fi
+
+VENV=${TEND_VENV:-$ROOT/.venv}
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import tensorlake, pytest' 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check tensorlake==0.5.161 pytest
+fi
+
+echo "== build (release, static Swift stdlib)"
+swift build -c release --static-swift-stdlib --product tendd
+swift build -c release --static-swift-stdlib --product tend
+
+echo "== Swift unit tests"
+swift test
+
+echo "== end-to-end and SDK tests"
+TENDD_BIN="$ROOT/.build/release/tendd" TEND_BIN="$ROOT/.build/release/tend" \
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e
