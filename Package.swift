@@ -16,7 +16,9 @@ let package = Package(
     ],
     targets: [
         .target(name: "CShims", path: "CShims"),
-        .target(name: "Sys", dependencies: ["CShims"]),
+        // libsystemd (sd_listen_fds_with_names, sd_notify, sd_watchdog_enabled); only Sys/Systemd.swift uses it.
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        .target(name: "Sys", dependencies: ["CShims", "CSystemd"]),
         .target(name: "Reactor", dependencies: ["Sys"]),
         .target(name: "HTTP1"),
         .target(name: "JSON"),

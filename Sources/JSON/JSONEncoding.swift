@@ -85,6 +85,28 @@ private func needsEscape(_ b: UInt8) -> Bool {
 
 private let hexDigits: StaticString = "0123456789abcdef"
 
+/// Appends the escape sequence for `b`, one of the bytes `needsEscape` accepts.
+@inline(__always)
+private func appendEscape(_ b: UInt8, to out: inout [UInt8]) {
+    out.append(UInt8(ascii: "\\"))
+    switch b {
+    case 0x22: out.append(UInt8(ascii: "\""))
+    case 0x5C: out.append(UInt8(ascii: "\\"))
+    case 0x0A: out.append(UInt8(ascii: "n"))
+    case 0x0D: out.append(UInt8(ascii: "r"))
+    case 0x09: out.append(UInt8(ascii: "t"))
+    case 0x08: out.append(UInt8(ascii: "b"))
+    case 0x0C: out.append(UInt8(ascii: "f"))
+    default:
+        let hex = hexDigits.utf8Start
+        out.append(UInt8(ascii: "u"))
+        out.append(UInt8(ascii: "0"))
+        out.append(UInt8(ascii: "0"))
+        out.append(hex[Int(b >> 4)])
+        out.append(hex[Int(b & 0xF)])
+    }
+}
+
 private func appendEscapedBody(_ p: UnsafePointer<UInt8>, _ n: Int, to out: inout [UInt8]) {
     var i = 0
     var run = 0   // start of the pending run of bytes that need no escaping
@@ -108,24 +130,7 @@ private func appendEscapedBody(_ p: UnsafePointer<UInt8>, _ n: Int, to out: inou
         if i > run { out.append(contentsOf: UnsafeBufferPointer(start: p + run, count: i &- run)) }
         guard found else { return }
 
-        let b = p[i]
-        out.append(UInt8(ascii: "\\"))
-        switch b {
-        case 0x22: out.append(UInt8(ascii: "\""))
-        case 0x5C: out.append(UInt8(ascii: "\\"))
-        case 0x0A: out.append(UInt8(ascii: "n"))
-        case 0x0D: out.append(UInt8(ascii: "r"))
-        case 0x09: out.append(UInt8(ascii: "t"))
-        case 0x08: out.append(UInt8(ascii: "b"))
-        case 0x0C: out.append(UInt8(ascii: "f"))
-        default:
-            let hex = hexDigits.utf8Start
-            out.append(UInt8(ascii: "u"))
-            out.append(UInt8(ascii: "0"))
-            out.append(UInt8(ascii: "0"))
-            out.append(hex[Int(b >> 4)])
-            out.append(hex[Int(b & 0xF)])
-        }
+        appendEscape(p[i], to: &out)
         i &+= 1
         run = i
     }

@@ -83,14 +83,38 @@ extension Server {
                 let p = try startProcess(spec)
                 return .response(201, processInfo(p), [])
             case .run:
-                return .error(APIError(501, "NOT_IMPLEMENTED", "POST /api/v1/processes/run is not implemented yet"))
+                var spec = try decodeStart(body, forRun: true)
+                spec.stdinMode = .closed
+                spec.stdoutMode = .capture
+                spec.stderrMode = .capture
+                let p = try startProcess(spec)
+                p.isRun = true
+                if let t = spec.timeoutMs {
+                    p.timeoutTimer = loop.schedule(afterMs: t) { [weak self, weak p] in
+                        guard let self, let p, p.isRunning else { return }
+                        p.timedOut = true
+                        self.log.info("msg=\"run timed out\" pid=\(p.pid) timeout_ms=\(t)")
+                        self.ownership.signalTree(p, Signal.kill)
+                    }
+                }
+                connection.beginStream(headers: [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
+                                                 ("X-Accel-Buffering", "no")])
+                let f = Follower(connection: connection, process: p, filter: .both, tagStream: true, after: nil, run: true)
+                p.followers[ObjectIdentifier(f)] = f
+                return .streaming(f)
             case .getProcess(let id):
                 return .response(200, processInfo(try lookup(id)), [])
             case .deleteProcess(let id):
                 let p = try lookup(id)
+                if let m = p.managed {
+                    stopManaged(p)
+                    log.info("msg=\"managed process stopping\" id=\(Log.q(m.id)) pid=\(p.pid) grace_ms=\(m.spec.stopGraceMs)")
+                    guard p.isRunning else { return .noContent }
+                    waitForExit(p, connection: connection, timeoutMs: m.spec.stopGraceMs + 2000) { .noContent }
+                    return .pending
+                }
                 guard p.isRunning else { return .noContent }
-                _ = Proc.signalGroup(p.pid, Signal.kill)
-                if p.pidfd >= 0 { _ = try? Proc.signal(pidfd: p.pidfd, Signal.kill) }
+                ownership.signalTree(p, Signal.kill)
                 log.info("msg=\"process killed\" pid=\(p.pid) handle=\(p.handle)")
                 waitForExit(p, connection: connection, timeoutMs: 2000) { .noContent }
                 return .pending
@@ -98,12 +122,44 @@ extension Server {
                 let p = try lookup(id)
                 let sig = try decodeSignal(body)
                 guard p.isRunning else { throw APIError(400, "PROCESS_NOT_RUNNING", "process \(p.pid) is not running") }
-                if !Proc.signalGroup(p.pid, sig), p.pidfd >= 0 { _ = try? Proc.signal(pidfd: p.pidfd, sig) }
+                // Like terminal job control: the process group; SIGKILL also reaches setsid'd descendants.
+                if sig == Signal.kill { ownership.signalTree(p, sig) } else { ownership.signalGroup(p, sig) }
                 log.info("msg=\"signal sent\" pid=\(p.pid) signal=\(sig)")
                 return .response(200, .object([("success", .bool(true))]), [])
             case .restart(let id):
                 let p = try lookup(id)
-                throw APIError(400, "NOT_MANAGED", "process \(p.pid) is not a managed process")
+                guard let m = p.managed else {
+                    throw APIError(400, "NOT_MANAGED", "process \(p.pid) is not a managed process; only managed processes (started with name, restart or health_check) can be restarted")
+                }
+                if stopping { throw APIError(503, "LIMIT_REACHED", "tendd is shutting down") }
+                let before = m.restartCount
+                m.restartWaiters.append { [weak self, weak connection, weak p] in
+                    guard let self, let connection, let p else { return }
+                    if let mm = p.managed, mm.restartCount > before, p.isRunning {
+                        connection.complete(.response(200, self.processInfo(p), []))
+                    } else {
+                        connection.complete(.error(APIError(500, "SPAWN_FAILED", "restart failed: \(p.managed?.lastError ?? "unknown error")")))
+                    }
+                }
+                m.stopRequested = false
+                loop.cancel(m.restartTimer); m.restartTimer = nil
+                if p.isRunning {
+                    m.restartRequested = true
+                    ownership.signalTree(p, Signal.term)
+                    loop.cancel(m.killTimer)
+                    m.killTimer = loop.schedule(afterMs: m.spec.stopGraceMs) { [weak self, weak p] in
+                        guard let self, let p, p.isRunning else { return }
+                        self.ownership.signalTree(p, Signal.kill)
+                    }
+                } else {
+                    if let n = m.spec.name, let other = names[n], other !== p, other.managed?.status != .stopped {
+                        throw APIError(409, "NAME_IN_USE", "another managed process named \(Router.clip(n)) is running")
+                    }
+                    if let n = m.spec.name { names[n] = p; m.nameReleased = false }
+                    relaunch(p, reason: "restart requested")
+                }
+                log.info("msg=\"restart requested\" id=\(Log.q(m.id))")
+                return .pending
             case .stdin(let id):
                 let p = try lookup(id)
                 guard let s = p.stdin, !s.closed || s.queued > 0 || p.isRunning else {
@@ -154,7 +210,9 @@ extension Server {
 
     /// Finds a process by PID (all digits) or, later, by managed name.
     func lookup(_ id: String) throws -> ProcessRecord {
-        if !id.isEmpty, id.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let pid = Int32(id), let p = processes[pid] {
+        if !id.isEmpty, id.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
+            if let pid = Int32(id), let p = processes[pid] { return p }
+        } else if let p = names[id] {
             return p
         }
         throw APIError.processNotFound(Router.clip(id))
@@ -220,6 +278,7 @@ extension Server {
         case .running: break
         case .exited(let c): exitCode = .int(Int64(c))
         case .signaled(let s): signal = .int(Int64(s))
+        case .oomKilled: signal = .int(9)
         }
         return .object([
             ("pid", .int(Int64(p.pid))),
@@ -227,13 +286,13 @@ extension Server {
             ("status", .string(p.status.name)),
             ("exit_code", exitCode),
             ("signal", signal),
-            ("oom_killed", .bool(false)),
+            ("oom_killed", .bool(p.status == .oomKilled)),
             ("stdin_writable", .bool(p.stdinWritable)),
             ("command", .string(p.spec.command)),
             ("args", .array(p.spec.args.map { .string($0) })),
             ("started_at", .int(p.startedAt)),
             ("ended_at", p.endedAt.map { .int($0) } ?? .null),
-            ("managed", .null),
+            ("managed", p.managed?.json ?? .null),
         ])
     }
 
@@ -257,7 +316,7 @@ extension Server {
         return Int32(n)
     }
 
-    func decodeStart(_ body: [UInt8]) throws -> StartSpec {
+    func decodeStart(_ body: [UInt8], forRun: Bool = false) throws -> StartSpec {
         let o = try object(body)
         func string(_ k: String) throws -> String? {
             guard let v = o[k], v != .null else { return nil }
@@ -299,10 +358,22 @@ extension Server {
         }
         if let w = spec.workingDir, w.isEmpty || w.utf8.contains(0) { throw APIError.invalid("field 'working_dir' must be a non-empty path") }
         spec.user = try decodeUser(o["user"])
-        for k in ["name", "restart", "health_check"] {
-            if let v = o[k], v != .null {
-                throw APIError(400, "NOT_SUPPORTED", "field '\(k)' (managed processes) is not supported by this tendd yet")
+        if forRun {
+            for k in ["name", "restart", "health_check"] {
+                if let v = o[k], v != .null { throw APIError.invalid("field '\(k)' is not allowed for a one-shot run") }
             }
+            if let t = o["timeout"], t != .null {
+                let secs: Double
+                switch t {
+                case .int(let n): secs = Double(n)
+                case .double(let d): secs = d
+                default: throw APIError.invalid("field 'timeout' must be a number of seconds")
+                }
+                guard secs > 0, secs.isFinite, secs <= 31_536_000 else { throw APIError.invalid("field 'timeout' must be > 0 seconds") }
+                spec.timeoutMs = max(1, Int64((secs * 1000).rounded(.up)))
+            }
+        } else {
+            spec.managed = try decodeManaged(o)
         }
         return spec
     }

@@ -24,6 +24,8 @@ public struct Config {
     public var drainMs: Int64 = 2_000
     public var shutdownGraceMs: Int64 = 5_000
     public var pipeSize: Int32 = 1 << 20
+    /// Force the fallback tree ownership (process group + subreaper + /proc scan) even where cgroup v2 works.
+    public var noCgroup = false
     /// Per-connection output queue high watermark: above it the daemon stops producing for that client.
     public var writeHighWater = 256 << 10
     public init() {}

@@ -17,12 +17,16 @@ final class Follower {
     let tagStream: Bool
     var cursor: UInt64
     private var finished = false
+    /// `/processes/run`: a started event first, an exit event (not eof) last, and the tree dies with the stream.
+    let run: Bool
+    private var sentStarted = false
 
-    init(connection: Connection, process: ProcessRecord, filter: StreamFilter, tagStream: Bool, after: UInt64?) {
+    init(connection: Connection, process: ProcessRecord, filter: StreamFilter, tagStream: Bool, after: UInt64?, run: Bool = false) {
         self.connection = connection
         self.process = process
         self.filter = filter
         self.tagStream = tagStream
+        self.run = run
         cursor = after.map { $0 &+ 1 } ?? 0
     }
 
@@ -31,6 +35,19 @@ final class Follower {
         guard !finished else { return }
         let highWater = connection.server.config.writeHighWater
         let journal = process.journal
+        if run && !sentStarted {
+            sentStarted = true
+            let p = process
+            connection.appendChunk { out in
+                out.append(contentsOf: "event:started\ndata:{\"handle\":".utf8)
+                appendJSONInt(Int64(p.handle), to: &out)
+                out.append(contentsOf: ",\"pid\":".utf8)
+                appendJSONInt(Int64(p.pid), to: &out)
+                out.append(contentsOf: ",\"started_at\":".utf8)
+                appendJSONInt(p.startedAt, to: &out)
+                out.append(contentsOf: Follower.eventEnd)
+            }
+        }
         while connection.pendingOutput < highWater {
             var produced = false
             let budget = highWater - connection.pendingOutput
@@ -59,16 +76,42 @@ final class Follower {
         }
         if process.outputComplete && cursor >= journal.nextSeq && connection.pendingOutput < highWater {
             finished = true
-            connection.appendChunk { $0.append(contentsOf: Follower.eofEvent) }
+            if run {
+                let event = exitEvent()
+                connection.appendChunk { $0.append(contentsOf: event) }
+            } else {
+                connection.appendChunk { $0.append(contentsOf: Follower.eofEvent) }
+            }
             process.followers[ObjectIdentifier(self)] = nil
             connection.endStream()
         }
     }
 
-    /// The connection went away.
+    /// The connection went away. A run's client disconnecting kills its command (the run owns its tree).
     func detach() {
+        let wasFinished = finished
         finished = true
         process.followers[ObjectIdentifier(self)] = nil
+        if run && !wasFinished && process.isRunning {
+            connection.server.log.info("msg=\"run client disconnected, killing\" pid=\(process.pid)")
+            connection.server.ownership.signalTree(process, 9)
+        }
+    }
+
+    /// `{"exit_code","signal","oom_killed","reason"}`: the SDK takes exit_code, else -signal.
+    private func exitEvent() -> [UInt8] {
+        var code: JSONValue = .null, sig: JSONValue = .null, reason = "exited", oom = false
+        switch process.status {
+        case .running: break
+        case .exited(let c): code = .int(Int64(c))
+        case .signaled(let s): sig = .int(Int64(s)); reason = "signaled"
+        case .oomKilled: sig = .int(9); reason = "oom_killed"; oom = true
+        }
+        if process.timedOut { reason = "timed_out"; code = .null; sig = .int(9) }
+        var out = Array("event:exit\ndata:".utf8)
+        JSONValue.object([("exit_code", code), ("signal", sig), ("oom_killed", .bool(oom)), ("reason", .string(reason))]).serialize(into: &out)
+        out.append(contentsOf: "\n\n".utf8)
+        return out
     }
 
     static let gapPrefix = Array("event:gap\ndata:{\"dropped_lines\":".utf8)

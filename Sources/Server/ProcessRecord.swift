@@ -18,6 +18,9 @@ public struct StartSpec {
     var stdoutMode: OutputMode = .capture
     var stderrMode: OutputMode = .capture
     var user: UserSpec?
+    /// `/processes/run` only: kill the whole tree after this many ms.
+    var timeoutMs: Int64? = nil
+    var managed: ManagedSpec? = nil
 }
 
 public enum UserSpec: Equatable {
@@ -29,21 +32,23 @@ public enum ProcessStatus: Equatable {
     case running
     case exited(Int32)
     case signaled(Int32)
+    case oomKilled
 
     var name: String {
         switch self {
         case .running: return "running"
         case .exited: return "exited"
         case .signaled: return "signaled"
+        case .oomKilled: return "oom_killed"
         }
     }
 }
 
 public final class ProcessRecord {
     let handle: Int
-    let pid: Int32
+    var pid: Int32
     let spec: StartSpec
-    let startedAt: Int64
+    var startedAt: Int64
     var endedAt: Int64?
     var status: ProcessStatus = .running
     let journal: Journal
@@ -56,16 +61,26 @@ public final class ProcessRecord {
     var drainTimer: TimerID?
     var exitSource: ExitSource?
     var exitWaiters: [() -> Void] = []
-    /// All output is in the journal and no more will come: the leader was reaped and its pipes are at
-    /// EOF (or the drain time after its exit has passed). Streams end only then.
-    var outputComplete: Bool { status != .running && outputs.isEmpty }
+    /// The cgroup v2 leaf that holds the whole tree (nil: process group + /proc fallback).
+    var cgroupLeaf: String?
+    /// `/processes/run`: the run's timeout fired.
+    var timedOut = false
+    var isRun = false
+    var timeoutTimer: TimerID?
+    /// Supervision state of a managed process (nil for plain ones).
+    var managed: ManagedState?
+    /// All output is in the journal and no more will come: the leader was reaped, its pipes are at
+    /// EOF (or the drain time after its exit has passed), and no restart is coming. Streams end only then.
+    var outputComplete: Bool {
+        status != .running && outputs.isEmpty && (managed == nil || managed!.status == .stopped)
+    }
 
-    init(handle: Int, pid: Int32, pidfd: Int32, spec: StartSpec, startedAt: Int64, journal: Journal) {
+    init(handle: Int, spec: StartSpec, journal: Journal) {
         self.handle = handle
-        self.pid = pid
-        self.pidfd = pidfd
+        self.pid = 0
+        self.pidfd = -1
         self.spec = spec
-        self.startedAt = startedAt
+        self.startedAt = 0
         self.journal = journal
     }
 

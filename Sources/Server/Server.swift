@@ -19,11 +19,14 @@ public final class Server {
     var listeners: [Listener] = []
     var connections: [ObjectIdentifier: Connection] = [:]
     var processes: [Int32: ProcessRecord] = [:]     // by current pid
+    var names: [String: ProcessRecord] = [:]        // managed processes by name
+    let ownership: Ownership
     var exitedOrder: [ProcessRecord] = []           // exited records, oldest first
     var nextHandle = 1
     var dirtyProcesses: [ObjectIdentifier: ProcessRecord] = [:]
     var dirtyConnections: [ObjectIdentifier: Connection] = [:]
     var signalSource: SignalSource?
+    let systemd = SystemdIntegration()   // systemd: READY/STATUS/WATCHDOG/STOPPING hooks (SystemdIntegration.swift)
     var stopping = false
     var onStopped: (() -> Void)?
     public private(set) var exitCode: Int32? = nil
@@ -33,6 +36,7 @@ public final class Server {
         self.config = config
         log = Log(level: config.logLevel)
         loop = try EventLoop()
+        ownership = Ownership(disabled: config.noCgroup || Proc.getenv("TENDD_NO_CGROUP") == "1", log: log)
         startedAtMono = Clock.monotonicMs()
         devNull = try FD.open("/dev/null", flags: FD.readWrite)
         // Children get the daemon's environment minus what belongs to the daemon alone.
@@ -90,7 +94,9 @@ public final class Server {
     public func start() throws {
         Signal.ignorePipe()
         if !Proc.becomeSubreaper() { log.warn("msg=\"PR_SET_CHILD_SUBREAPER failed; orphans of children will not be reaped by tendd\"") }
-        let sfd = try Signal.openFD([Signal.term, Signal.int, Signal.hup, Signal.chld])
+        var signals = [Signal.term, Signal.int, Signal.hup, Signal.chld]
+        if let freeze = systemd.freezeSignal { signals.append(freeze) }   // systemd: test-only freeze switch
+        let sfd = try Signal.openFD(signals)
         let s = SignalSource(server: self, fd: sfd)
         s.reg = try loop.register(sfd, .input, late: true, handler: s)
         signalSource = s
@@ -100,6 +106,7 @@ public final class Server {
 
     /// Runs until a stop completes; returns the exit code.
     public func run() throws -> Int32 {
+        systemd.ready(self)   // systemd: READY=1 (listeners are registered), starts the watchdog/status timers
         while exitCode == nil { try loop.runOnce() }
         return exitCode!
     }
@@ -163,14 +170,14 @@ public final class Server {
         p.endedAt = Clock.wallMs()
         switch report {
         case .exited(let code): p.status = .exited(code)
-        case .signaled(let sig, _): p.status = .signaled(sig)
+        case .signaled(let sig, _): p.status = ownership.oomKilled(p) && sig == Signal.kill ? .oomKilled : .signaled(sig)
         }
         p.stdin?.shut()
         p.exitSource = nil
-        let waiters = p.exitWaiters
-        p.exitWaiters.removeAll()
-        for w in waiters { w() }
+        loop.cancel(p.timeoutTimer); p.timeoutTimer = nil
         log.info("msg=\"process exited\" pid=\(p.pid) handle=\(p.handle) status=\(p.status.name) \(describe(p.status)) runtime_ms=\(p.endedAt! - p.startedAt)")
+        // Nothing of the tree outlives its leader (Tensorlake: leftovers are reaped with the unit).
+        if ownership.leaderReaped(p, loop: loop) { log.debug("msg=\"killed leftover descendants\" pid=\(p.pid)") }
         if !p.outputs.isEmpty {
             // A descendant may still hold the pipes: give them a short drain time, then close.
             p.drainTimer = loop.schedule(afterMs: config.drainMs) { [unowned self, weak p] in
@@ -179,7 +186,11 @@ public final class Server {
                 self.maybeComplete(p)
             }
         }
-        exitedOrder.append(p)
+        let waiters = p.exitWaiters
+        p.exitWaiters.removeAll()
+        managedExited(p)
+        if p.managed == nil || p.managed!.status == .stopped { exitedOrder.append(p) }
+        for w in waiters { w() }
         maybeComplete(p)
         evictExited()
     }
@@ -189,6 +200,7 @@ public final class Server {
         case .running: return ""
         case .exited(let c): return "exit_code=\(c)"
         case .signaled(let sig): return "signal=\(sig)"
+        case .oomKilled: return "signal=9 oom_killed=true"
         }
     }
 
@@ -211,6 +223,7 @@ public final class Server {
     func forget(_ p: ProcessRecord) {
         exitedOrder.removeAll { $0 === p }
         if processes[p.pid] === p { processes[p.pid] = nil }
+        if let n = p.managed?.spec.name, names[n] === p { names[n] = nil }
         log.debug("msg=\"record forgotten\" pid=\(p.pid) handle=\(p.handle)")
     }
 
@@ -238,6 +251,8 @@ public final class Server {
             do { try loadToken(); log.info("msg=\"reloaded token\"") } catch { log.error("msg=\"reload failed\" error=\(Log.q("\(error)"))") }
         case Signal.chld:
             reapOrphans()
+        case _ where sig == systemd.freezeSignal:
+            systemd.freeze(self)   // systemd: test-only, blocks the loop so the watchdog trips
         default:
             break
         }
@@ -247,15 +262,22 @@ public final class Server {
     public func beginStop(reason: String) {
         guard !stopping else { return }
         stopping = true
+        systemd.stopping(self, reason: reason)   // systemd: STOPPING=1
         log.info("msg=\"stopping\" reason=\(reason) running=\(processes.values.filter { $0.isRunning }.count)")
         for l in listeners { l.close() }
         listeners.removeAll()
-        for p in processes.values where p.isRunning { _ = Proc.signalGroup(p.pid, Signal.term) }
+        for p in processes.values {
+            if let m = p.managed {
+                m.stopRequested = true
+                loop.cancel(m.restartTimer); m.restartTimer = nil
+                if !p.isRunning { m.status = .stopped; maybeComplete(p) }
+            }
+            if p.isRunning { ownership.signalTree(p, Signal.term) }
+        }
         loop.schedule(afterMs: config.shutdownGraceMs) { [unowned self] in
             for p in self.processes.values where p.isRunning {
                 self.log.warn("msg=\"killing after grace period\" pid=\(p.pid)")
-                _ = Proc.signalGroup(p.pid, Signal.kill)
-                if p.pidfd >= 0 { _ = try? Proc.signal(pidfd: p.pidfd, Signal.kill) }
+                self.ownership.signalTree(p, Signal.kill)
             }
         }
         // Hard deadline: never hang on a stream that cannot drain.
@@ -273,6 +295,7 @@ public final class Server {
     private func finishStop() {
         guard exitCode == nil else { return }
         for (_, c) in connections { c.flush() }
+        ownership.removeSubtree(processes.values.compactMap { $0.cgroupLeaf })
         log.info("msg=stopped")
         exitCode = 0
     }

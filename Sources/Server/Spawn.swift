@@ -6,12 +6,32 @@ import Reactor
 import Supervision
 
 extension Server {
+    /// Validates limits, creates the record and launches its first run. Nothing is left behind on failure.
     func startProcess(_ spec: StartSpec) throws -> ProcessRecord {
         if stopping { throw APIError(503, "LIMIT_REACHED", "tendd is shutting down") }
         let running = processes.values.reduce(0) { $0 + ($1.isRunning ? 1 : 0) }
         if running >= config.maxProcesses {
             throw APIError(503, "LIMIT_REACHED", "process limit reached (\(config.maxProcesses) running)")
         }
+        if let name = spec.managed?.name, let other = names[name], other.managed?.status != .stopped {
+            throw APIError(409, "NAME_IN_USE", "a managed process named \(Router.clip(name)) already exists (pid \(other.pid))")
+        }
+        let record = ProcessRecord(handle: nextHandle, spec: spec,
+                                   journal: Journal(maxBytes: config.journalBytes, maxLineBytes: config.maxLineBytes))
+        if let m = spec.managed { record.managed = ManagedState(spec: m, handle: nextHandle) }
+        try launch(record)
+        nextHandle += 1
+        if let name = spec.managed?.name {
+            if let old = names[name] { old.managed?.nameReleased = true }
+            names[name] = record
+        }
+        return record
+    }
+
+    /// Starts one run of `record` (its first, or a restart of a managed process): pipes, cgroup leaf,
+    /// spawn, registration. On success the record is in the table under its new pid.
+    func launch(_ record: ProcessRecord) throws {
+        let spec = record.spec
 
         // Credentials.
         var ids: (uid: UInt32, gid: UInt32, groups: [UInt32])? = nil
@@ -41,13 +61,15 @@ extension Server {
             if let n = r.name { set("USER", n); set("LOGNAME", n) }
         }
         for (k, v) in spec.env { set(k, v) }
+        // The tree marker: how the fallback (no cgroup) finds orphaned descendants of this process.
+        set(Ownership.markerName, ownership.marker(record.handle))
         let pathVar = env.first(where: { $0.0 == "PATH" })?.1 ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         guard let exe = Proc.resolveExecutable(spec.command, path: pathVar, cwd: spec.workingDir) else {
             throw APIError(500, "SPAWN_FAILED", "cannot start \(Router.clip(spec.command)): No such file or directory (not found in PATH)")
         }
 
         // Pipes: the child's ends are blocking, ours are non-blocking; all close-on-exec.
-        var toClose: [Int32] = []          // child ends, closed after the spawn
+        var toClose: [Int32] = []          // child ends (and the cgroup.procs fd), closed after the spawn
         var ours: [Int32] = []             // our ends, closed on failure
         func cleanup() { for fd in toClose + ours { FD.close(fd) } }
         var stdinFD = devNull, stdoutFD = devNull, stderrFD = devNull
@@ -79,8 +101,13 @@ extension Server {
             throw APIError(500, "SPAWN_FAILED", "cannot create pipes: \(e.reason)")
         }
 
-        let plan = SpawnPlan(path: exe, argv: [spec.command] + spec.args, env: env.map { "\($0.0)=\($0.1)" },
+        var plan = SpawnPlan(path: exe, argv: [spec.command] + spec.args, env: env.map { "\($0.0)=\($0.1)" },
                              cwd: spec.workingDir, stdin: stdinFD, stdout: stdoutFD, stderr: stderrFD, ids: ids)
+        let leaf = ownership.prepareLeaf(record.handle)
+        if let leaf, let fd = try? Cgroup.openProcs(leaf) {
+            plan.cgroupProcsFD = fd
+            toClose.append(fd)
+        }
         let pid: Int32, pidfd: Int32
         do {
             (pid, pidfd) = try Proc.spawn(plan)
@@ -97,11 +124,14 @@ extension Server {
         }
         for fd in toClose { FD.close(fd) }
 
-        let handle = nextHandle
-        nextHandle += 1
-        let record = ProcessRecord(handle: handle, pid: pid, pidfd: pidfd, spec: spec, startedAt: Clock.wallMs(),
-                                   journal: Journal(maxBytes: config.journalBytes, maxLineBytes: config.maxLineBytes))
-        if let old = processes[pid] { forget(old) }     // a reused pid: the old record was exited
+        if processes[record.pid] === record { processes[record.pid] = nil }   // a restart: the old pid is gone
+        record.pid = pid
+        record.pidfd = pidfd
+        record.startedAt = Clock.wallMs()
+        record.endedAt = nil
+        record.status = .running
+        record.cgroupLeaf = plan.cgroupProcsFD >= 0 ? leaf : nil
+        if let old = processes[pid], old !== record { forget(old) }     // a reused pid: the old record was exited
         processes[pid] = record
         let exit = ExitSource(server: self, process: record)
         record.exitSource = exit
@@ -111,8 +141,8 @@ extension Server {
             src.reg = try? loop.register(fd, .input, handler: src)
             record.outputs.append(src)
         }
-        if stdinWrite >= 0 { record.stdin = StdinSink(server: self, fd: stdinWrite) }
-        log.info("msg=\"process started\" pid=\(pid) handle=\(handle) command=\(Log.q(spec.command)) args=\(spec.args.count)")
-        return record
+        record.stdin = stdinWrite >= 0 ? StdinSink(server: self, fd: stdinWrite) : nil
+        log.info("msg=\"process started\" pid=\(pid) handle=\(record.handle) command=\(Log.q(spec.command)) args=\(spec.args.count)\(record.cgroupLeaf != nil ? " cgroup=1" : "")")
+        managedLaunched(record)
     }
 }

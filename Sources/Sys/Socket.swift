@@ -93,6 +93,32 @@ public enum Socket {
         return n
     }
 
+    /// A non-blocking IPv4 connect that may still be in progress (EINPROGRESS); watch for writability,
+    /// then ask `pendingError`.
+    public static func startConnect(host: String, port: UInt16) throws -> Int32 {
+        var sin = sockaddr_in()
+        sin.sin_family = sa_family_t(AF_INET)
+        sin.sin_port = port.bigEndian
+        guard inet_pton(AF_INET, host, &sin.sin_addr) == 1 else { throw SysError("inet_pton(\(host))", errno: EINVAL) }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        if fd < 0 { throw lastError("socket") }
+        let r = withUnsafePointer(to: &sin) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        if r < 0 && errno != EINPROGRESS && errno != EINTR {
+            let e = lastError("connect")
+            FD.close(fd)
+            throw e
+        }
+        return fd
+    }
+
+    /// C: getsockopt(SO_ERROR): the result of a non-blocking connect (nil when it succeeded).
+    public static func pendingError(_ fd: Int32) -> SysError? {
+        var err: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        if getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 { return lastError("getsockopt") }
+        return err == 0 ? nil : SysError("connect", errno: err)
+    }
+
     /// The port a TCP listener is bound to (useful with port 0).
     public static func localPort(_ fd: Int32) -> UInt16? {
         var ss = sockaddr_storage()

@@ -23,7 +23,11 @@ usage: tendd [--listen ADDR]... --token-file PATH [options]
   --drain-ms N             after the leader exits, how long streams wait for pipes held by descendants (default 2000)
   --shutdown-grace-ms N    on SIGTERM: TERM children, KILL after this (default 5000)
   --pipe-size N            capture pipe size, F_SETPIPE_SZ (default 1048576)
+  --no-cgroup              own process trees without cgroup v2 (process group + subreaper + /proc scan);
+                           also TENDD_NO_CGROUP=1
   --version, --help
+
+Under systemd (tendd.socket), listeners come from socket activation; --listen adds more.
 """
 
 func fail(_ msg: String) -> Never {
@@ -72,6 +76,7 @@ while let a = args.popFirst() {
     case "--drain-ms": config.drainMs = Int64(number(flag))
     case "--shutdown-grace-ms": config.shutdownGraceMs = Int64(number(flag))
     case "--pipe-size": config.pipeSize = Int32(clamping: number(flag))
+    case "--no-cgroup": config.noCgroup = true
     case "--version": print("tendd 0.1.0"); Proc.exit(0)
     case "--help", "-h": print(usage); Proc.exit(0)
     default: fail("unknown argument '\(a)'\n\(usage)")
@@ -83,13 +88,25 @@ for l in listen {
     guard let a = ListenAddress.parse(l) else { fail("cannot parse --listen '\(l)'") }
     addresses.append(a)
 }
-if addresses.isEmpty { addresses = [.tcp(host: "127.0.0.1", port: 9501)] }
+// systemd socket activation: listeners passed by tendd.socket (sd_listen_fds_with_names). With them, only
+// explicit --listen flags are added; without them, the flags or the default address.
+var inherited: [(fd: Int32, name: String)] = []
+do {
+    for f in try Systemd.inheritedFDs() {
+        if f.isListeningStream { inherited.append((f.fd, f.name)) } else {
+            FD.close(f.fd)   // not a listening stream socket (a later issue re-adopts fd-store entries)
+            var b = Array("tendd: ignoring inherited fd \(f.fd) named '\(f.name)': not a listening stream socket\n".utf8)
+            b.withUnsafeMutableBytes { _ = try? FD.write(2, UnsafeRawBufferPointer($0)) }
+        }
+    }
+} catch { fail("\(error)") }
+if addresses.isEmpty && inherited.isEmpty { addresses = [.tcp(host: "127.0.0.1", port: 9501)] }
 
 do {
     let server = try Server(config: config)
     do { try server.loadToken() } catch { fail("\(error)") }
     try server.start()
-    try server.listen(on: addresses)
+    try server.listen(on: addresses, inherited: inherited)
     server.log.info("msg=ready version=0.1.0 pid=\(Proc.myPid)")
     let code = try server.run()
     Proc.exit(code)

@@ -1,0 +1,122 @@
+// Ownership: each process owns its whole tree. With a writable cgroup v2 hierarchy every process
+// gets a leaf `<own cgroup>/tendd-<daemon pid>/p<handle>` that its leader joins at spawn time;
+// `cgroup.kill` ends the tree, setsid'd and double-forked descendants included. Without one, the
+// fallback is the process group plus a /proc scan: descendants by parent chain, and orphans
+// (re-parented to tendd, the subreaper) recognised by the marker variable every child inherits.
+import Sys
+import Reactor
+
+final class Ownership {
+    static let markerName = "TENDD_UNIT"
+    let base: String?          // our subtree root, nil in fallback mode
+    let daemonPid: Int32
+    let log: Log
+
+    init(disabled: Bool, log: Log) {
+        self.log = log
+        daemonPid = Proc.myPid
+        var b: String? = nil
+        if !disabled, let root = Cgroup.detectBase() {
+            let dir = root + "/tendd-\(Proc.myPid)"
+            do {
+                try Cgroup.makeDirectory(dir)
+                if Cgroup.hasKill(dir) { b = dir } else { Cgroup.remove(dir) }
+            } catch {
+                log.warn("msg=\"cgroup subtree unavailable\" error=\(Log.q("\(error)"))")
+            }
+        }
+        base = b
+        if let b { log.info("msg=\"whole-tree ownership\" mode=cgroup2 subtree=\(Log.q(b))") }
+        else { log.info("msg=\"whole-tree ownership\" mode=fallback detail=\"process group + subreaper + /proc scan\"") }
+    }
+
+    var mode: String { base == nil ? "fallback" : "cgroup2" }
+
+    func marker(_ handle: Int) -> String { "\(daemonPid).\(handle)" }
+
+    /// The leaf for `handle` (created if needed), or nil in fallback mode.
+    func prepareLeaf(_ handle: Int) -> String? {
+        guard let base else { return nil }
+        let leaf = base + "/p\(handle)"
+        do { try Cgroup.makeDirectory(leaf) } catch {
+            log.warn("msg=\"cannot create cgroup leaf\" leaf=\(Log.q(leaf)) error=\(Log.q("\(error)"))")
+            return nil
+        }
+        return leaf
+    }
+
+    /// Signal for the process group only (send_signal semantics: like terminal job control).
+    func signalGroup(_ p: ProcessRecord, _ sig: Int32) {
+        if !Proc.signalGroup(p.pid, sig), p.pidfd >= 0 { _ = try? Proc.signal(pidfd: p.pidfd, sig) }
+    }
+
+    /// Signal for the whole tree: SIGKILL through cgroup.kill (or the fallback scan), other signals to
+    /// the group and every other member of the tree.
+    func signalTree(_ p: ProcessRecord, _ sig: Int32) {
+        if p.isRunning { signalGroup(p, sig) }
+        if let leaf = p.cgroupLeaf {
+            if sig == Signal.kill { Cgroup.kill(leaf) } else { for pid in Cgroup.pids(leaf) { ProcScan.signal(pid, sig) } }
+            return
+        }
+        for pid in fallbackTree(p) { ProcScan.signal(pid, sig) }
+    }
+
+    /// Descendants of `p` without cgroups: the parent chain from the leader (while it is unreaped) plus
+    /// orphans re-parented to tendd that carry this process's marker, and their descendants.
+    private func fallbackTree(_ p: ProcessRecord) -> [Int32] {
+        let all = ProcScan.all()
+        var children: [Int32: [Int32]] = [:]
+        for e in all { children[e.ppid, default: []].append(e.pid) }
+        var roots: [Int32] = p.isRunning ? [p.pid] : []
+        let tag = "\(Ownership.markerName)=\(marker(p.handle))"
+        for e in all where e.ppid == daemonPid && e.pid != p.pid && ProcScan.environContains(e.pid, tag) { roots.append(e.pid) }
+        var out: [Int32] = []
+        var queue = roots
+        var seen = Set<Int32>()
+        while let x = queue.popLast() {
+            guard seen.insert(x).inserted else { continue }
+            if x != p.pid { out.append(x) }
+            queue.append(contentsOf: children[x] ?? [])
+        }
+        return out
+    }
+
+    /// After the leader was reaped: nothing of its tree may survive it. Returns true if something had to be killed.
+    @discardableResult
+    func leaderReaped(_ p: ProcessRecord, loop: EventLoop) -> Bool {
+        if let leaf = p.cgroupLeaf {
+            if Cgroup.populated(leaf) {
+                Cgroup.kill(leaf)
+                removeWhenEmpty(leaf, loop: loop, attempts: 50)
+                return true
+            }
+            Cgroup.remove(leaf)      // recreated by the next launch of a managed process
+            return false
+        }
+        let rest = fallbackTree(p)
+        for pid in rest { ProcScan.signal(pid, Signal.kill) }
+        _ = Proc.signalGroup(p.pid, Signal.kill)
+        return !rest.isEmpty
+    }
+
+    private func removeWhenEmpty(_ leaf: String, loop: EventLoop, attempts: Int) {
+        loop.schedule(afterMs: 20) { [weak self] in
+            guard let self else { return }
+            if Cgroup.remove(leaf) { return }
+            if attempts > 0 { self.removeWhenEmpty(leaf, loop: loop, attempts: attempts - 1) }
+            else { self.log.warn("msg=\"cgroup leaf still busy\" leaf=\(Log.q(leaf))") }
+        }
+    }
+
+    /// On exit of the daemon: remove our (empty) subtree.
+    func removeSubtree(_ leaves: [String]) {
+        for l in leaves { Cgroup.kill(l); Cgroup.remove(l) }
+        if let base { Cgroup.remove(base) }
+    }
+
+    /// OOM kill of the tree's memory controller, where there is one.
+    func oomKilled(_ p: ProcessRecord) -> Bool {
+        guard let leaf = p.cgroupLeaf, let n = Cgroup.oomKills(leaf) else { return false }
+        return n > 0
+    }
+}
