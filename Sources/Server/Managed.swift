@@ -273,7 +273,6 @@ extension Server {
             loop.cancel(p.drainTimer); p.drainTimer = nil
             exitedOrder.removeAll { $0 === p }
             try launch(p)
-            m.lastError = nil
             log.info("msg=\"managed process restarted\" id=\(Log.q(m.id)) pid=\(p.pid) restart_count=\(m.restartCount) reason=\(Log.q(reason))")
         } catch let e as APIError {
             m.lastError = e.message

@@ -92,3 +92,25 @@ public struct Settings: Equatable {
         }
     }
 }
+
+/// Lets the connection options come before the subcommand (`tend --url X ps`): they are moved right
+/// after the subcommand's name, where the subcommand parses them. Everything else keeps its order.
+public func hoistGlobalOptions(_ args: [String]) -> [String] {
+    var moved: [String] = []
+    var i = 0
+    while i < args.count {
+        let a = args[i]
+        if a == "--url" || a == "--token-file" {
+            guard i + 1 < args.count else { break }
+            moved += [a, args[i + 1]]
+            i += 2
+        } else if a.hasPrefix("--url=") || a.hasPrefix("--token-file=") {
+            moved.append(a)
+            i += 1
+        } else {
+            break
+        }
+    }
+    guard !moved.isEmpty, i < args.count, !args[i].hasPrefix("-") else { return args }
+    return [args[i]] + moved + args[(i + 1)...]
+}
