@@ -16,6 +16,8 @@ final class Follower {
     let filter: StreamFilter
     let tagStream: Bool
     var cursor: UInt64
+    /// journal.bytesBefore(cursor) when last known: makes the byte count of a later gap exact.
+    private var cursorBytes: UInt64?
     private var finished = false
     /// `/processes/run`: a started event first, an exit event (not eof) last, and the tree dies with the stream.
     let run: Bool
@@ -28,6 +30,7 @@ final class Follower {
         self.tagStream = tagStream
         self.run = run
         cursor = after.map { $0 &+ 1 } ?? 0
+        cursorBytes = after == nil ? 0 : nil
     }
 
     /// Produces events until the connection's queue reaches its high watermark or the journal is exhausted.
@@ -53,7 +56,10 @@ final class Follower {
             let budget = highWater - connection.pendingOutput
             connection.appendChunk { out in
                 if cursor < journal.headSeq {
-                    let missed = journal.missed(from: cursor)
+                    var missed = journal.missed(from: cursor)
+                    if let known = cursorBytes {
+                        missed.bytes = journal.bytesBefore(journal.headSeq) &- known
+                    }
                     if missed.lines > 0 {
                         out.append(contentsOf: Follower.gapPrefix)
                         appendJSONInt(Int64(missed.lines), to: &out)
@@ -63,6 +69,7 @@ final class Follower {
                         produced = true
                     }
                     cursor = journal.headSeq
+                    cursorBytes = journal.bytesBefore(cursor)
                 }
                 let startCount = out.count
                 let next = journal.read(from: cursor, filter: filter, maxLines: 1024) { e in
@@ -71,6 +78,7 @@ final class Follower {
                 }
                 if next != cursor { produced = true }
                 cursor = next
+                cursorBytes = journal.bytesBefore(next)
             }
             if !produced { break }
         }

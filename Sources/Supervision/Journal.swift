@@ -125,6 +125,13 @@ public final class Journal {
     public func missed(from seq: UInt64) -> (lines: UInt64, bytes: UInt64) {
         core.missed(from: seq)
     }
+
+    /// Text bytes of every line (dropped or retained) with a sequence number below `seq`, exact for
+    /// `seq` in headSeq...nextSeq (clamped to that range). A reader that remembers this value for its
+    /// cursor can later compute exactly how many bytes it missed: bytesBefore(headSeq) - remembered.
+    public func bytesBefore(_ seq: UInt64) -> UInt64 {
+        core.bytesBefore(seq)
+    }
 }
 
 // MARK: - Storage
@@ -528,6 +535,23 @@ private struct JournalCore {
             index &+= 1
         }
         return cursor
+    }
+
+    func bytesBefore(_ seq: UInt64) -> UInt64 {
+        let s = min(max(seq, headSeq), nextSeq)
+        var total = droppedBytes
+        func prefix(_ seg: Segment, _ k: Int) -> UInt64 {
+            k <= 0 ? 0 : UInt64(seg.lines[k &- 1].end & 0x7FFF_FFFF)
+        }
+        var i = sealedHead
+        while i < sealed.count {
+            let end = sealed[i].firstSeq &+ UInt64(sealed[i].lines.count)
+            if s < end { return total &+ prefix(sealed[i], Int(s &- sealed[i].firstSeq)) }
+            total &+= UInt64(sealed[i].bytes.count)
+            i &+= 1
+        }
+        if !tail.lines.isEmpty && s >= tail.firstSeq { return total &+ prefix(tail, Int(s &- tail.firstSeq)) }
+        return total
     }
 
     func missed(from seq: UInt64) -> (lines: UInt64, bytes: UInt64) {
