@@ -212,3 +212,57 @@ pid_t tend_spawn(tend_spawn_plan *p) {
     p->pidfd = pidfd;
     return pid;
 }
+
+// ---- crash recovery ----
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+struct tend_pidfd_info {            // struct pidfd_info, PIDFD_INFO_SIZE_VER0 + coredump fields (72 bytes)
+    uint64_t mask, cgroupid;
+    uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+    int32_t exit_code;
+    uint32_t coredump_mask, spare;
+};
+#define TEND_PIDFD_INFO_EXIT (1UL << 3)
+#define TEND_PIDFD_GET_INFO _IOWR(0xFF, 11, struct tend_pidfd_info)
+
+int tend_pidfd_exit_status(int pidfd, int *wait_status) {
+    struct tend_pidfd_info info;
+    memset(&info, 0, sizeof info);
+    info.mask = TEND_PIDFD_INFO_EXIT;
+    if (ioctl(pidfd, TEND_PIDFD_GET_INFO, &info) < 0) return -1;
+    if (!(info.mask & TEND_PIDFD_INFO_EXIT)) return 0;
+    *wait_status = info.exit_code;
+    return 1;
+}
+
+int tend_memfd(const char *name, size_t size) {
+    int fd = memfd_create(name, MFD_CLOEXEC);
+    if (fd < 0) return -1;
+    if (ftruncate(fd, (off_t)size) < 0) { int e = errno; close(fd); errno = e; return -1; }
+    return fd;
+}
+
+void *tend_map_shared(int fd, size_t size) {
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+int tend_unmap(void *addr, size_t size) { return munmap(addr, size); }
+
+long long tend_fd_size(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) < 0) return -1;
+    return (long long)st.st_size;
+}
+
+int tend_wifexited(int status) { return WIFEXITED(status); }
+int tend_wexitstatus(int status) { return WEXITSTATUS(status); }
+int tend_wtermsig(int status) { return WTERMSIG(status); }
+
+int tend_set_cloexec(int fd, int on) {
+    int fl = fcntl(fd, F_GETFD);
+    if (fl < 0) return -1;
+    return fcntl(fd, F_SETFD, on ? (fl | FD_CLOEXEC) : (fl & ~FD_CLOEXEC));
+}
+
+int tend_dup_above(int fd, int min) { return fcntl(fd, F_DUPFD_CLOEXEC, min); }

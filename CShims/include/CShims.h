@@ -69,6 +69,27 @@ enum { TEND_STEP_NONE = 0, TEND_STEP_SETSID, TEND_STEP_CGROUP, TEND_STEP_DUP, TE
 // Returns -1 with errno if clone itself failed.
 pid_t tend_spawn(tend_spawn_plan *plan);
 
+// ---- crash recovery ----
+// The wait status of an exited process through its pidfd even when we are not (or no longer) its parent
+// and it was reaped by someone else: ioctl(PIDFD_GET_INFO, PIDFD_INFO_EXIT), Linux 6.15+ (no libc header yet).
+// Returns 1 and fills *wait_status when it has exited, 0 while it runs, -1 (errno) when unsupported or on error.
+int tend_pidfd_exit_status(int pidfd, int *wait_status);
+// memfd_create(MFD_CLOEXEC) + ftruncate: a shared-memory file for a crash-safe journal.
+int tend_memfd(const char *name, size_t size);
+// mmap(MAP_SHARED) of a whole fd / munmap.
+void *tend_map_shared(int fd, size_t size);
+int tend_unmap(void *addr, size_t size);
+// Size of a file (fstat), -1 on error.
+long long tend_fd_size(int fd);
+// Decoding a wait status (macros).
+int tend_wifexited(int status);
+int tend_wexitstatus(int status);
+int tend_wtermsig(int status);
+// Clear / set FD_CLOEXEC (re-exec hands fds to the new image).
+int tend_set_cloexec(int fd, int on);
+// dup2(2) / fcntl(F_DUPFD_CLOEXEC, min) (variadic).
+int tend_dup_above(int fd, int min);
+
 // Kill every process in a cgroup v2 leaf: write "1" to cgroup.kill (needs Linux 5.14).
 int tend_write_all(int fd, const void *buf, size_t len);
 

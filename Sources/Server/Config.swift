@@ -26,6 +26,8 @@ public struct Config {
     public var pipeSize: Int32 = 1 << 20
     /// Force the fallback tree ownership (process group + subreaper + /proc scan) even where cgroup v2 works.
     public var noCgroup = false
+    /// Where the state file lives (crash and upgrade survival); default $RUNTIME_DIRECTORY. nil: off.
+    public var stateDir: String? = nil
     /// Per-connection output queue high watermark: above it the daemon stops producing for that client.
     public var writeHighWater = 256 << 10
     public init() {}

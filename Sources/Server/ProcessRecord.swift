@@ -52,6 +52,8 @@ public final class ProcessRecord {
     var endedAt: Int64?
     var status: ProcessStatus = .running
     let journal: Journal
+    /// The memfd mapping the journal lives in (crash-safe mode), kept alive with the record.
+    var region: SharedRegion?
 
     var pidfd: Int32
     var pidfdReg: Registration?
@@ -137,6 +139,7 @@ final class PipeSource: EventHandler {
     func close() {
         guard fd >= 0 else { return }
         if let reg { server.loop.deregister(reg) }
+        if let process { server.persistence?.drop(process.handle, stream == .stdout ? "out" : "err") }
         FD.close(fd)
         fd = -1
         reg = nil
@@ -158,6 +161,7 @@ final class StdinSink: EventHandler {
     var queueStart = 0
     var closed = false            // stdin/close was requested (the fd closes once the queue is flushed)
     var waiters: [() -> Void] = [] // connections paused because the queue was full
+    var handle: Int?               // set when its fd is in the fd store (to drop it when closed)
 
     init(server: Server, fd: Int32) { self.server = server; self.fd = fd }
 
@@ -227,6 +231,7 @@ final class StdinSink: EventHandler {
     func shut() {
         closed = true
         if let reg { server.loop.deregister(reg); self.reg = nil }
+        if let handle, fd >= 0 { server.persistence?.drop(handle, "in"); server.markStateDirty() }
         FD.close(fd)
         fd = -1
         let w = waiters

@@ -21,6 +21,10 @@ public final class Server {
     var processes: [Int32: ProcessRecord] = [:]     // by current pid
     var names: [String: ProcessRecord] = [:]        // managed processes by name
     let ownership: Ownership
+    var persistence: Persistence?
+    public var persistenceEnabled: Bool { persistence != nil }
+    /// This binary, as a path that still names the new file after an upgrade replaced it.
+    let executablePath: String
     var exitedOrder: [ProcessRecord] = []           // exited records, oldest first
     var nextHandle = 1
     var dirtyProcesses: [ObjectIdentifier: ProcessRecord] = [:]
@@ -36,12 +40,19 @@ public final class Server {
         self.config = config
         log = Log(level: config.logLevel)
         loop = try EventLoop()
+        var exe = FD.readLink("/proc/self/exe") ?? CommandLine.arguments[0]
+        if exe.hasSuffix(" (deleted)") { exe = String(exe.dropLast(10)) }
+        executablePath = exe
+        if let dir = config.stateDir ?? Proc.getenv("RUNTIME_DIRECTORY")?.split(separator: ":").first.map(String.init),
+           Proc.isDirectory(dir) {
+            persistence = Persistence(dir: dir)
+        }
         ownership = Ownership(disabled: config.noCgroup || Proc.getenv("TENDD_NO_CGROUP") == "1", log: log)
         startedAtMono = Clock.monotonicMs()
         devNull = try FD.open("/dev/null", flags: FD.readWrite)
         // Children get the daemon's environment minus what belongs to the daemon alone.
         let private_ = ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID",
-                        "CREDENTIALS_DIRECTORY", "TENDD_TOKEN", "JOURNAL_STREAM", "INVOCATION_ID", "MONITOR_PID"]
+                        "CREDENTIALS_DIRECTORY", "TENDD_TOKEN", "TENDD_REEXEC", "RUNTIME_DIRECTORY", "JOURNAL_STREAM", "INVOCATION_ID", "MONITOR_PID"]
         baseEnvironment = Proc.environment().compactMap { kv in
             guard let eq = kv.firstIndex(of: "=") else { return nil }
             let k = String(kv[..<eq])
@@ -94,7 +105,7 @@ public final class Server {
     public func start() throws {
         Signal.ignorePipe()
         if !Proc.becomeSubreaper() { log.warn("msg=\"PR_SET_CHILD_SUBREAPER failed; orphans of children will not be reaped by tendd\"") }
-        var signals = [Signal.term, Signal.int, Signal.hup, Signal.chld]
+        var signals = [Signal.term, Signal.int, Signal.hup, Signal.chld, Signal.usr2]
         if let freeze = systemd.freezeSignal { signals.append(freeze) }   // systemd: test-only freeze switch
         let sfd = try Signal.openFD(signals)
         let s = SignalSource(server: self, fd: sfd)
@@ -115,6 +126,7 @@ public final class Server {
 
     /// Before sleeping: pump followers of processes that got output, then flush connections.
     func beforeSleep() {
+        defer { saveState() }
         if !dirtyProcesses.isEmpty {
             let procs = dirtyProcesses
             dirtyProcesses.removeAll(keepingCapacity: true)
@@ -159,19 +171,26 @@ public final class Server {
         // Output written before the exit is in the pipes now: take it first, so "exited" implies "captured".
         for o in p.outputs { o.drain(maxReads: 64) }
         let report: ExitReport?
-        do { report = try Proc.reap(pidfd: p.pidfd) } catch {
+        do { report = try Proc.reap(pidfd: p.pidfd) } catch let e as SysError where e.errno == ECHILD_ {
+            // Re-adopted after a crash: not our child any more (systemd reaps it); ask the pidfd.
+            report = (try? Proc.exitStatus(pidfd: p.pidfd)) ?? .exited(-1)
+        } catch {
             log.error("msg=\"reap failed\" pid=\(p.pid) error=\(Log.q("\(error)"))")
             report = .exited(-1)
         }
         guard let report else { return }   // spurious wake-up
         if let reg = p.pidfdReg { loop.deregister(reg); p.pidfdReg = nil }
-        FD.close(p.pidfd)
-        p.pidfd = -1
         p.endedAt = Clock.wallMs()
         switch report {
         case .exited(let code): p.status = .exited(code)
         case .signaled(let sig, _): p.status = ownership.oomKilled(p) && sig == Signal.kill ? .oomKilled : .signaled(sig)
         }
+        // The state file must hold the exit before the pidfd that could tell it is given up.
+        markStateDirty()
+        saveState()
+        persistence?.drop(p.handle, "pid")
+        FD.close(p.pidfd)
+        p.pidfd = -1
         p.stdin?.shut()
         p.exitSource = nil
         loop.cancel(p.timeoutTimer); p.timeoutTimer = nil
@@ -224,6 +243,8 @@ public final class Server {
         exitedOrder.removeAll { $0 === p }
         if processes[p.pid] === p { processes[p.pid] = nil }
         if let n = p.managed?.spec.name, names[n] === p { names[n] = nil }
+        persistence?.drop(p.handle, "jnl")
+        markStateDirty()
         log.debug("msg=\"record forgotten\" pid=\(p.pid) handle=\(p.handle)")
     }
 
@@ -253,6 +274,8 @@ public final class Server {
             reapOrphans()
         case _ where sig == systemd.freezeSignal:
             systemd.freeze(self)   // systemd: test-only, blocks the loop so the watchdog trips
+        case Signal.usr2:
+            upgrade()
         default:
             break
         }
@@ -296,6 +319,11 @@ public final class Server {
         guard exitCode == nil else { return }
         for (_, c) in connections { c.flush() }
         ownership.removeSubtree(processes.values.compactMap { $0.cgroupLeaf })
+        if let persistence {
+            // A clean stop: nothing to re-adopt next time.
+            for p in processes.values { for k in ["pid", "out", "err", "in", "jnl"] { persistence.drop(p.handle, k) } }
+            FD.unlink(persistence.statePath)
+        }
         log.info("msg=stopped")
         exitCode = 0
     }

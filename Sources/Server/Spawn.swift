@@ -16,11 +16,13 @@ extension Server {
         if let name = spec.managed?.name, let other = names[name], other.managed?.status != .stopped {
             throw APIError(409, "NAME_IN_USE", "a managed process named \(Router.clip(name)) already exists (pid \(other.pid))")
         }
-        let record = ProcessRecord(handle: nextHandle, spec: spec,
-                                   journal: Journal(maxBytes: config.journalBytes, maxLineBytes: config.maxLineBytes))
+        let (journal, region) = makeJournal(handle: nextHandle, maxBytes: config.journalBytes, maxLineBytes: config.maxLineBytes)
+        let record = ProcessRecord(handle: nextHandle, spec: spec, journal: journal)
+        record.region = region
         if let m = spec.managed { record.managed = ManagedState(spec: m, handle: nextHandle) }
         try launch(record)
         nextHandle += 1
+        if let region { persistence?.store(region.fd, record.handle, "jnl") }
         if let name = spec.managed?.name {
             if let old = names[name] { old.managed?.nameReleased = true }
             names[name] = record
@@ -142,6 +144,16 @@ extension Server {
             record.outputs.append(src)
         }
         record.stdin = stdinWrite >= 0 ? StdinSink(server: self, fd: stdinWrite) : nil
+        if let persistence {
+            // A managed restart replaces the previous run's fds under the same names.
+            for k in ["pid", "out", "err", "in"] { persistence.drop(record.handle, k) }
+            persistence.store(pidfd, record.handle, "pid")
+            persistence.store(stdoutRead, record.handle, "out")
+            persistence.store(stderrRead, record.handle, "err")
+            persistence.store(stdinWrite, record.handle, "in")
+            record.stdin?.handle = record.handle
+            markStateDirty()
+        }
         log.info("msg=\"process started\" pid=\(pid) handle=\(record.handle) command=\(Log.q(spec.command)) args=\(spec.args.count)\(record.cgroupLeaf != nil ? " cgroup=1" : "")")
         managedLaunched(record)
     }

@@ -25,6 +25,7 @@ usage: tendd [--listen ADDR]... --token-file PATH [options]
   --pipe-size N            capture pipe size, F_SETPIPE_SZ (default 1048576)
   --no-cgroup              own process trees without cgroup v2 (process group + subreaper + /proc scan);
                            also TENDD_NO_CGROUP=1
+  --state-dir DIR          state file for crash/upgrade survival (default $RUNTIME_DIRECTORY; none: off)
   --version, --help
 
 Under systemd (tendd.socket), listeners come from socket activation; --listen adds more.
@@ -77,6 +78,7 @@ while let a = args.popFirst() {
     case "--shutdown-grace-ms": config.shutdownGraceMs = Int64(number(flag))
     case "--pipe-size": config.pipeSize = Int32(clamping: number(flag))
     case "--no-cgroup": config.noCgroup = true
+    case "--state-dir": config.stateDir = value(flag)
     case "--version": print("tendd 0.1.0"); Proc.exit(0)
     case "--help", "-h": print(usage); Proc.exit(0)
     default: fail("unknown argument '\(a)'\n\(usage)")
@@ -91,21 +93,31 @@ for l in listen {
 // systemd socket activation: listeners passed by tendd.socket (sd_listen_fds_with_names). With them, only
 // explicit --listen flags are added; without them, the flags or the default address.
 var inherited: [(fd: Int32, name: String)] = []
+// Crash/upgrade survival: fds named p<handle>.<kind> (and tendd.state) come back from systemd's fd
+// store or from our own re-exec; Server.restore adopts them.
+var stored: [(fd: Int32, name: String)] = []
 do {
     for f in try Systemd.inheritedFDs() {
-        if f.isListeningStream { inherited.append((f.fd, f.name)) } else {
+        if f.isListeningStream { inherited.append((f.fd, f.name)) }
+        else if f.name.hasPrefix("p") || f.name == "tendd.state" { stored.append((f.fd, f.name)) } else {
             FD.close(f.fd)   // not a listening stream socket (a later issue re-adopts fd-store entries)
             var b = Array("tendd: ignoring inherited fd \(f.fd) named '\(f.name)': not a listening stream socket\n".utf8)
             b.withUnsafeMutableBytes { _ = try? FD.write(2, UnsafeRawBufferPointer($0)) }
         }
     }
 } catch { fail("\(error)") }
+// After our own re-exec (upgrade) the inherited listeners are the very sockets the flags named.
+if Proc.getenv("TENDD_REEXEC") == "1" && !inherited.isEmpty { addresses = [] }
 if addresses.isEmpty && inherited.isEmpty { addresses = [.tcp(host: "127.0.0.1", port: 9501)] }
 
 do {
     let server = try Server(config: config)
     do { try server.loadToken() } catch { fail("\(error)") }
     try server.start()
+    if server.persistenceEnabled || !stored.isEmpty {
+        let summary = server.restore(stored: stored)
+        server.log.info("msg=\"restore\" \(summary)")
+    }
     try server.listen(on: addresses, inherited: inherited)
     server.log.info("msg=ready version=0.1.0 pid=\(Proc.myPid)")
     let code = try server.run()

@@ -1,0 +1,391 @@
+// Persistence: what lets a crash or an upgrade lose no process and no byte of output.
+//
+// The truth lives in fds and one small file:
+//   - per process, in systemd's fd store (FDSTORE=1, FDPOLL=0) or handed to a re-executed image:
+//     `p<handle>.pid` (pidfd), `p<handle>.out` / `.err` (pipe read ends), `.in` (stdin write end),
+//     `.jnl` (the journal's memfd: all retained output, seqs, timestamps, partial lines);
+//   - `state.json` in the state directory (RuntimeDirectory=, kept across restarts): specs, statuses,
+//     exit codes, managed-process state; written atomically (write + rename) in the before-sleep phase
+//     whenever it changed, and synchronously before an fd that it describes is given up.
+// On start, the daemon gets its listeners and these fds back (sd_listen_fds_with_names, or LISTEN_FDS
+// set by itself before re-exec), rebuilds the table, re-registers everything with the loop, takes the
+// exits that happened while it was down (PIDFD_GET_INFO: it is no longer the parent), and only then
+// reports READY=1.
+import Sys
+import Reactor
+import Supervision
+import JSON
+
+final class Persistence {
+    let dir: String
+    var dirty = false
+    /// Store fds with systemd (crash survival) — only when a manager listens.
+    let useFDStore: Bool
+
+    init(dir: String) {
+        self.dir = dir
+        useFDStore = FDStore.available
+    }
+
+    var statePath: String { dir + "/state.json" }
+
+    func load() -> JSONValue? {
+        guard let b = try? FD.readFile(statePath, limit: 64 << 20), !b.isEmpty else { return nil }
+        return try? parseJSON(b)
+    }
+
+    func write(_ bytes: [UInt8]) throws {
+        let tmp = statePath + ".tmp"
+        let fd = try FD.open(tmp, flags: FD.writeOnly | FD.create | FD.truncate, mode: 0o600)
+        do { try FD.writeAll(fd, bytes) } catch { FD.close(fd); throw error }
+        FD.close(fd)
+        try FD.rename(tmp, statePath)
+    }
+
+    static func name(_ handle: Int, _ kind: String) -> String { "p\(handle).\(kind)" }
+
+    func store(_ fd: Int32, _ handle: Int, _ kind: String) {
+        guard useFDStore, fd >= 0 else { return }
+        FDStore.store(fd, name: Persistence.name(handle, kind))
+    }
+
+    func drop(_ handle: Int, _ kind: String) {
+        guard useFDStore else { return }
+        FDStore.remove(name: Persistence.name(handle, kind))
+    }
+}
+
+// MARK: encoding
+
+extension Server {
+    func markStateDirty() { persistence?.dirty = true }
+
+    /// Writes the state file now if anything changed (before-sleep phase), or unconditionally with `force`.
+    func saveState(force: Bool = false) {
+        guard let persistence, exitCode == nil, force || persistence.dirty else { return }
+        persistence.dirty = false
+        do { try persistence.write(encodeState().serialized()) } catch {
+            log.error("msg=\"cannot write state file\" path=\(Log.q(persistence.statePath)) error=\(Log.q("\(error)"))")
+        }
+    }
+
+    func encodeState() -> JSONValue {
+        var list: [JSONValue] = []
+        for p in processes.values.sorted(by: { $0.handle < $1.handle }) { list.append(encodeRecord(p)) }
+        return .object([("version", .int(1)), ("next_handle", .int(Int64(nextHandle))), ("processes", .array(list))])
+    }
+
+    private func encodeRecord(_ p: ProcessRecord) -> JSONValue {
+        let s = p.spec
+        var user: JSONValue = .null
+        switch s.user {
+        case .name(let n)?: user = .object([("name", .string(n))])
+        case .uid(let u, let g)?: user = .object([("uid", .int(Int64(u))), ("gid", g.map { .int(Int64($0)) } ?? .null)])
+        case nil: break
+        }
+        var code: JSONValue = .null, sig: JSONValue = .null
+        switch p.status {
+        case .exited(let c): code = .int(Int64(c))
+        case .signaled(let x): sig = .int(Int64(x))
+        case .oomKilled: sig = .int(9)
+        case .running: break
+        }
+        var managed: JSONValue = .null
+        if let m = p.managed {
+            var o = m.json
+            if case .object(var kv) = o {
+                kv.append(("backoff_step", .int(Int64(m.backoffStep))))
+                kv.append(("stop_requested", .bool(m.stopRequested)))
+                o = .object(kv)
+            }
+            managed = o
+        }
+        return .object([
+            ("handle", .int(Int64(p.handle))), ("pid", .int(Int64(p.pid))),
+            ("command", .string(s.command)), ("args", .array(s.args.map { .string($0) })),
+            ("env", .array(s.env.map { .array([.string($0.0), .string($0.1)]) })),
+            ("working_dir", s.workingDir.map { .string($0) } ?? .null),
+            ("stdin_mode", .string(s.stdinMode.rawValue)), ("stdout_mode", .string(s.stdoutMode.rawValue)),
+            ("stderr_mode", .string(s.stderrMode.rawValue)), ("user", user),
+            ("started_at", .int(p.startedAt)), ("ended_at", p.endedAt.map { .int($0) } ?? .null),
+            ("status", .string(p.status.name)), ("exit_code", code), ("signal", sig),
+            ("cgroup_leaf", p.cgroupLeaf.map { .string($0) } ?? .null),
+            ("stdin_closed", .bool(p.stdin?.closed ?? true)), ("is_run", .bool(p.isRun)),
+            ("journal_bytes", .int(Int64(p.journal.maxBytes))), ("max_line_bytes", .int(Int64(p.journal.maxLineBytes))),
+            ("managed", managed),
+        ])
+    }
+}
+
+// MARK: restoring
+
+extension Server {
+    /// Rebuilds the process table from the state file and the fds that survived (names `p<handle>.<kind>`).
+    /// Every fd in `stored` is either adopted or closed. Returns a one-line summary for the log.
+    @discardableResult
+    public func restore(stored: [(fd: Int32, name: String)]) -> String {
+        var byName: [String: Int32] = [:]
+        for (fd, name) in stored { if let old = byName[name] { FD.close(old) }; byName[name] = fd }
+        func take(_ h: Int, _ kind: String) -> Int32? { byName.removeValue(forKey: Persistence.name(h, kind)) }
+        guard let state = persistence?.load(), case .array(let list)? = state["processes"] else {
+            for (name, fd) in byName { FD.close(fd); FDStore.remove(name: name) }
+            return stored.isEmpty ? "nothing to restore" : "no state file: \(stored.count) stored fds dropped"
+        }
+        if case .int(let n)? = state["next_handle"] { nextHandle = max(nextHandle, Int(n)) }
+        var adopted = 0, exitedWhileDown = 0, lost = 0
+        for entry in list {
+            guard case .int(let h64)? = entry["handle"], case .int(let pid64)? = entry["pid"],
+                  let spec = decodeSpec(entry) else { lost += 1; continue }
+            let h = Int(h64)
+            let maxBytes = Int(entry["journal_bytes"].flatMap { if case .int(let n) = $0 { return n } else { return nil } } ?? Int64(config.journalBytes))
+            let maxLine = Int(entry["max_line_bytes"].flatMap { if case .int(let n) = $0 { return n } else { return nil } } ?? Int64(config.maxLineBytes))
+            var journal: Journal? = nil
+            var region: SharedRegion? = nil
+            if let jfd = take(h, "jnl") {
+                do {
+                    let r = try SharedRegion(adopting: jfd)
+                    journal = try JournalRegion.make(r.bytes, maxBytes: maxBytes, maxLineBytes: maxLine, fresh: false)
+                    region = r
+                } catch {
+                    log.error("msg=\"journal not recoverable\" handle=\(h) error=\(Log.q("\(error)"))")
+                }
+            }
+            if journal == nil {
+                log.warn("msg=\"journal lost, starting an empty one\" handle=\(h)")
+                (journal, region) = makeJournal(handle: h, maxBytes: maxBytes, maxLineBytes: maxLine)
+            }
+            let p = ProcessRecord(handle: h, spec: spec, journal: journal!)
+            p.region = region
+            if let region { persistence?.store(region.fd, h, "jnl") }
+            p.pid = Int32(pid64)
+            if case .int(let t)? = entry["started_at"] { p.startedAt = t }
+            if case .int(let t)? = entry["ended_at"] { p.endedAt = t }
+            if case .string(let leaf)? = entry["cgroup_leaf"] { p.cgroupLeaf = leaf }
+            if case .bool(true)? = entry["is_run"] { p.isRun = true }
+            p.status = decodeStatus(entry)
+            if let m = spec.managed { p.managed = ManagedState(spec: m, handle: h); restoreManaged(p.managed!, entry["managed"]) }
+            nextHandle = max(nextHandle, h + 1)
+
+            if p.status == .running {
+                if let pidfd = take(h, "pid") {
+                    p.pidfd = pidfd
+                    persistence?.store(pidfd, h, "pid")
+                    let exit = ExitSource(server: self, process: p)
+                    p.exitSource = exit
+                    p.pidfdReg = try? loop.register(pidfd, .input, late: true, handler: exit)
+                } else {
+                    log.error("msg=\"cannot re-adopt: pidfd missing, killing its tree\" pid=\(p.pid) handle=\(h)")
+                    if let leaf = p.cgroupLeaf { Cgroup.kill(leaf) }
+                    p.status = .signaled(Signal.kill)
+                    p.endedAt = Clock.wallMs()
+                    if let m = p.managed { m.status = .stopped; m.lastError = "lost across a daemon restart (pidfd missing)" }
+                    lost += 1
+                }
+            }
+            for (kind, stream) in [("out", OutputStream.stdout), ("err", .stderr)] {
+                guard let fd = take(h, kind) else { continue }
+                let src = PipeSource(server: self, process: p, stream: stream, fd: fd)
+                src.reg = try? loop.register(fd, .input, handler: src)
+                p.outputs.append(src)
+                persistence?.store(fd, h, kind)
+            }
+            if let fd = take(h, "in") {
+                p.stdin = StdinSink(server: self, fd: fd)
+                persistence?.store(fd, h, "in")
+                if !p.isRunning { p.stdin?.shut() }
+            } else if spec.stdinMode == .pipe {
+                // Closed before the crash: keep answering STDIN_NOT_WRITABLE for it.
+                let s = StdinSink(server: self, fd: -1)
+                s.closed = true
+                p.stdin = s
+            }
+            if let old = processes[p.pid] { forget(old) }
+            processes[p.pid] = p
+            if let n = spec.managed?.name, p.managed?.status != .stopped || names[n] == nil { names[n] = p }
+            adopted += 1
+            if p.status != .running && (p.managed == nil || p.managed!.status == .stopped) { exitedOrder.append(p) }
+        }
+        for (name, fd) in byName {
+            log.warn("msg=\"stored fd not claimed by any process, closing\" name=\(Log.q(name))")
+            FD.close(fd)
+            FDStore.remove(name: name)
+        }
+        exitedOrder.sort { ($0.endedAt ?? 0) < ($1.endedAt ?? 0) }
+        // Exits while we were down, runs whose client is gone, supervisors to resume.
+        for p in processes.values.sorted(by: { $0.handle < $1.handle }) {
+            if p.isRunning, p.pidfd >= 0, (try? Proc.exitStatus(pidfd: p.pidfd)) != nil {
+                exitedWhileDown += 1
+                childExited(p)
+                continue
+            }
+            if p.isRun && p.isRunning {
+                log.info("msg=\"run lost its client in the restart, killing\" pid=\(p.pid)")
+                ownership.signalTree(p, Signal.kill)
+                continue
+            }
+            if let m = p.managed { resumeSupervisor(p, m) }
+            if !p.isRunning && p.outputs.isEmpty { maybeComplete(p) }
+            else if !p.isRunning {
+                // Exited before the crash but its pipes were still open: give them the drain time again.
+                p.drainTimer = loop.schedule(afterMs: config.drainMs) { [unowned self, weak p] in
+                    guard let p else { return }
+                    for o in p.outputs { o.drain(maxReads: 64); o.close() }
+                    self.maybeComplete(p)
+                }
+            }
+        }
+        markStateDirty()
+        saveState(force: true)
+        return "adopted=\(adopted) exited_while_down=\(exitedWhileDown) lost=\(lost)"
+    }
+
+    private func decodeSpec(_ e: JSONValue) -> StartSpec? {
+        guard case .string(let command)? = e["command"] else { return nil }
+        var args: [String] = []
+        if case .array(let a)? = e["args"] { for x in a { if case .string(let s) = x { args.append(s) } } }
+        var env: [(String, String)] = []
+        if case .array(let a)? = e["env"] {
+            for x in a { if case .array(let kv) = x, kv.count == 2, case .string(let k) = kv[0], case .string(let v) = kv[1] { env.append((k, v)) } }
+        }
+        var spec = StartSpec(command: command, args: args, env: env, workingDir: nil, user: nil)
+        if case .string(let w)? = e["working_dir"] { spec.workingDir = w }
+        if case .string(let m)? = e["stdin_mode"], let v = StdinMode(rawValue: m) { spec.stdinMode = v }
+        if case .string(let m)? = e["stdout_mode"], let v = OutputMode(rawValue: m) { spec.stdoutMode = v }
+        if case .string(let m)? = e["stderr_mode"], let v = OutputMode(rawValue: m) { spec.stderrMode = v }
+        if let u = e["user"], case .object = u {
+            if case .string(let n)? = u["name"] { spec.user = .name(n) }
+            else if case .int(let uid)? = u["uid"] {
+                var gid: UInt32? = nil
+                if case .int(let g)? = u["gid"] { gid = UInt32(g) }
+                spec.user = .uid(UInt32(uid), gid: gid)
+            }
+        }
+        if let m = e["managed"], case .object = m {
+            var o: [(String, JSONValue)] = []
+            for k in ["name", "restart", "health_check", "stop_grace_ms"] { if let v = m[k] { o.append((k, v)) } }
+            spec.managed = (try? decodeManaged(.object(o))) ?? nil
+        }
+        return spec
+    }
+
+    private func decodeStatus(_ e: JSONValue) -> ProcessStatus {
+        switch e["status"] {
+        case .string("exited")?: if case .int(let c)? = e["exit_code"] { return .exited(Int32(c)) }; return .exited(-1)
+        case .string("signaled")?: if case .int(let s)? = e["signal"] { return .signaled(Int32(s)) }; return .signaled(9)
+        case .string("oom_killed")?: return .oomKilled
+        default: return .running
+        }
+    }
+
+    private func restoreManaged(_ m: ManagedState, _ v: JSONValue?) {
+        guard let v else { return }
+        if case .string(let s)? = v["status"], let st = ManagedStatus(rawValue: s) { m.status = st }
+        if case .int(let n)? = v["restart_count"] { m.restartCount = Int(n) }
+        if case .string(let s)? = v["health_status"], let h = HealthStatus(rawValue: s) { m.healthStatus = h }
+        if case .int(let n)? = v["consecutive_health_failures"] { m.consecutiveHealthFailures = Int(n) }
+        if case .string(let s)? = v["last_error"] { m.lastError = s }
+        if case .int(let n)? = v["next_restart_at"] { m.nextRestartAt = n }
+        if case .int(let n)? = v["backoff_step"] { m.backoffStep = Int(n) }
+        if case .bool(let b)? = v["stop_requested"] { m.stopRequested = b }
+        if let le = v["last_exit"], case .object = le, case .int(let ended)? = le["ended_at"] {
+            var code: Int32? = nil, sig: Int32? = nil
+            if case .int(let c)? = le["exit_code"] { code = Int32(c) }
+            if case .int(let s)? = le["signal"] { sig = Int32(s) }
+            m.lastExit = (code, sig, le["oom_killed"] == .bool(true), ended)
+        }
+    }
+
+    /// After a restore: health checks for running ones, the pending restart for backing-off ones.
+    private func resumeSupervisor(_ p: ProcessRecord, _ m: ManagedState) {
+        if m.stopRequested {
+            if p.isRunning { stopManaged(p) } else { m.status = .stopped }
+            return
+        }
+        switch m.status {
+        case .backing_off:
+            let delay = max(0, (m.nextRestartAt ?? Clock.wallMs()) - Clock.wallMs())
+            m.restartTimer = loop.schedule(afterMs: delay) { [weak self, weak p] in
+                guard let self, let p, let m = p.managed, m.status == .backing_off else { return }
+                self.relaunch(p, reason: "policy \(m.spec.restart.policy.rawValue) (resumed after restart)")
+            }
+        case .starting, .running:
+            if p.isRunning, let h = m.spec.health { scheduleHealthCheck(p, afterMs: min(h.intervalMs, h.initialDelayMs)) }
+        case .stopped:
+            break
+        }
+    }
+
+    /// A journal for a new record: in a memfd (crash-safe) when persistence is on, else on the heap.
+    func makeJournal(handle: Int, maxBytes: Int, maxLineBytes: Int) -> (Journal, SharedRegion?) {
+        if persistence != nil {
+            do {
+                let r = try SharedRegion(name: "tendd-p\(handle)", size: try JournalRegion.size(maxBytes: maxBytes, maxLineBytes: maxLineBytes))
+                let j = try JournalRegion.make(r.bytes, maxBytes: maxBytes, maxLineBytes: maxLineBytes, fresh: true)
+                return (j, r)
+            } catch {
+                log.warn("msg=\"memfd journal unavailable, using the heap (not crash-safe)\" error=\(Log.q("\(error)"))")
+            }
+        }
+        return (Journal(maxBytes: maxBytes, maxLineBytes: maxLineBytes), nil)
+    }
+}
+
+// MARK: upgrade (re-exec in place)
+
+extension Server {
+    /// SIGUSR2 / `systemctl reload`: re-executes this binary (same pid) and hands it every listener and
+    /// every process fd as LISTEN_FDS, exactly the way systemd would after a crash; the new image
+    /// restores through the same path. Children stay our children (waitid keeps working). Client
+    /// connections are closed (SSE followers resume with Last-Event-ID); the listening sockets stay
+    /// open throughout, so no connection is refused: the kernel queues them until the new image accepts.
+    func upgrade() {
+        guard !stopping else { return }
+        guard persistence != nil else {
+            log.error("msg=\"upgrade refused: no state directory (--state-dir or RuntimeDirectory=), output would be lost\"")
+            return
+        }
+        log.info("msg=\"upgrade: re-executing\" path=\(Log.q(executablePath)) processes=\(processes.count)")
+        if systemd.enabled { _ = try? Systemd.notify("RELOADING=1\nSTATUS=re-executing") }
+        // Everything a pipe held is still in the pipe; what was read is in the memfd journals.
+        saveState(force: true)
+        var fds: [(Int32, String)] = []
+        for l in listeners { fds.append((l.fd, "listen")) }
+        for p in processes.values {
+            if p.pidfd >= 0 { fds.append((p.pidfd, Persistence.name(p.handle, "pid"))) }
+            for o in p.outputs where o.fd >= 0 { fds.append((o.fd, Persistence.name(p.handle, o.stream == .stdout ? "out" : "err"))) }
+            if let s = p.stdin, s.fd >= 0 { fds.append((s.fd, Persistence.name(p.handle, "in"))) }
+            if let r = p.region { fds.append((r.fd, Persistence.name(p.handle, "jnl"))) }
+        }
+        // Move them to 3, 4, ...: first out of the way (above the target range), then into place.
+        let above = Int32(3 + fds.count + 8)
+        var moved: [Int32] = []
+        do {
+            for (fd, _) in fds { moved.append(try FD.dup(fd, atLeast: above)) }
+            for (i, fd) in moved.enumerated() { try FD.dup2(fd, Int32(3 + i)) }
+        } catch {
+            log.error("msg=\"upgrade failed before exec; exiting so the service manager restarts us\" error=\(Log.q("\(error)"))")
+            Proc.exit(1)
+        }
+        var env = Proc.environment().filter {
+            !$0.hasPrefix("LISTEN_FDS=") && !$0.hasPrefix("LISTEN_PID=") && !$0.hasPrefix("LISTEN_FDNAMES=") && !$0.hasPrefix("TENDD_REEXEC=")
+        }
+        env.append("LISTEN_FDS=\(fds.count)")
+        env.append("LISTEN_PID=\(Proc.myPid)")
+        env.append("LISTEN_FDNAMES=" + fds.map { $0.1 }.joined(separator: ":"))
+        env.append("TENDD_REEXEC=1")
+        if let dir = persistence?.dir, config.stateDir == nil { env.append("RUNTIME_DIRECTORY=\(dir)") }
+        let err = Proc.exec(executablePath, argv: CommandLine.arguments, env: env)
+        // Our fds 3.. were overwritten: this image cannot go on. The stored fds (systemd) or nothing remain.
+        log.error("msg=\"upgrade exec failed; exiting\" error=\(Log.q(err.description))")
+        Proc.exit(1)
+    }
+}
+
+/// The seam to the journal's shared-region mode (Supervision.Journal(region:…)).
+enum JournalRegion {
+    struct Unsupported: Error, CustomStringConvertible { var description: String { "journal shared-region mode not built in" } }
+    static func size(maxBytes: Int, maxLineBytes: Int) throws -> Int { throw Unsupported() }
+    static func make(_ region: UnsafeMutableRawBufferPointer, maxBytes: Int, maxLineBytes: Int, fresh: Bool) throws -> Journal {
+        throw Unsupported()
+    }
+}
