@@ -9,6 +9,12 @@ let package = Package(
     products: [
         .executable(name: "tendd", targets: ["tendd"]),
         .executable(name: "tend", targets: ["tend"]),
+        // Hardening: library products so the separate fuzz package (fuzz/, built with -sanitize=fuzzer)
+        // can link the parsers, the journal and the request decoders. Not used by the normal build.
+        .library(name: "TendHTTP1", targets: ["HTTP1"]),
+        .library(name: "TendJSON", targets: ["JSON"]),
+        .library(name: "TendSupervision", targets: ["Supervision"]),
+        .library(name: "TendServer", targets: ["Server"]),
     ],
     dependencies: [
         // Used only by the `tend` CLI, never by the daemon.
@@ -25,14 +31,16 @@ let package = Package(
         .target(name: "Supervision"),
         .target(name: "Server", dependencies: ["Sys", "Reactor", "HTTP1", "JSON", "Supervision"]),
         .executableTarget(name: "tendd", dependencies: ["Server"]),
-        .executableTarget(name: "tend", dependencies: [
+        .target(name: "TendClient", dependencies: [
             "HTTP1", "JSON", "Sys",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        .executableTarget(name: "tend", dependencies: ["TendClient"]),
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1"]),
         .testTarget(name: "JSONTests", dependencies: ["JSON"]),
         .testTarget(name: "SupervisionTests", dependencies: ["Supervision"]),
         .testTarget(name: "SysTests", dependencies: ["Sys", "Reactor"]),
+        .testTarget(name: "TendTests", dependencies: ["TendClient", "JSON"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -34,3 +34,4 @@ swift test
 echo "== end-to-end and SDK tests"
 TENDD_BIN="$ROOT/.build/release/tendd" TEND_BIN="$ROOT/.build/release/tend" \
   "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e
+echo "== systemd tests (private systemd --user manager)"; tests/systemd/run.sh "$VENV/bin/python" "$ROOT/.build/release/tendd"

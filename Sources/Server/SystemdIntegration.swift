@@ -7,7 +7,7 @@
 //   stopping(_:)  STOPPING=1 + STATUS= when SIGTERM/SIGINT starts the shutdown
 // Without NOTIFY_SOCKET nothing is sent and no timer is scheduled.
 //
-// Also the test-only freeze switch: with TENDD_TEST_FREEZE_SIGNAL=USR1 (or USR2) in the environment the
+// Also the test-only freeze switch: with TENDD_TEST_FREEZE_SIGNAL=USR1 in the environment the
 // daemon also takes that signal through its signalfd and then blocks its loop forever, so a test can
 // prove that the watchdog restarts a frozen daemon. Off by default; never set it in production.
 import Sys
@@ -23,9 +23,9 @@ final class SystemdIntegration {
 
     init() {
         enabled = Systemd.notificationsEnabled
+        // Only SIGUSR1: SIGUSR2 is the re-exec upgrade signal.
         switch Proc.getenv("TENDD_TEST_FREEZE_SIGNAL")?.uppercased() {
         case "USR1", "SIGUSR1": freezeSignal = Signal.usr1
-        case "USR2", "SIGUSR2": freezeSignal = Signal.usr2
         default: freezeSignal = nil
         }
     }

@@ -13,14 +13,9 @@ public struct Tend: ParsableCommand {
         commandName: "tend",
         abstract: "Command-line client of tendd, the process-management daemon.",
         discussion: """
-        Connection: --url, else $TEND_URL, else \(defaultURL) (also unix:/path/to.sock).
-        Token: --token-file, else $TEND_TOKEN_FILE, else \(defaultTokenFile). There is no --token flag on
-        purpose: a command line is visible to every user in /proc. Under systemd the daemon reads its token from
-        /run/credentials/tendd.service/tendd-token, which users cannot read: point --token-file at a copy
-        readable by the right users instead.
+        Connection: --url, else $TEND_URL, else \(defaultURL) (also unix:/path/to.sock). Token: --token-file, else $TEND_TOKEN_FILE, else \(defaultTokenFile). There is no --token flag on purpose: a command line is visible to every user in /proc. Under systemd the daemon reads its token from /run/credentials/tendd.service/tendd-token, which users cannot read: point --token-file at a copy readable by the right users instead.
 
-        Exit status: 0 ok, 1 the daemon refused the request, 2 cannot reach the daemon, 64 usage error.
-        `tend run` exits with the command's own status (see `tend run --help`).
+        Exit status: 0 ok, 1 the daemon refused the request, 2 cannot reach the daemon, 64 usage error. `tend run` exits with the command's own status (see `tend run --help`).
 
         Examples:
           tend run -- make test
@@ -110,9 +105,7 @@ public struct Run: ParsableCommand {
     public static let configuration = CommandConfiguration(
         abstract: "Run a command to completion; its stdout and stderr stream to yours, and its exit status becomes tend's.",
         discussion: """
-        Exit status: the command's exit code; 128+N when it was killed by signal N (like a shell);
-        124 when --timeout expired (like coreutils timeout); 130 when you pressed Ctrl-C (the remote
-        process is killed); 125 when tend itself failed (cannot connect, the daemon refused).
+        Exit status: the command's exit code; 128+N when it was killed by signal N (like a shell); 124 when --timeout expired (like coreutils timeout); 130 when you pressed Ctrl-C (the remote process is killed); 125 when tend itself failed (cannot connect, the daemon refused).
 
         Examples:
           tend run -- make -j4
@@ -140,6 +133,7 @@ public struct Run: ParsableCommand {
     public init() {}
 
     public func validate() throws {
+        if ["-h", "--help"].contains(command.first ?? "") { throw CleanExit.helpRequest(Self.self) }
         if commandWords(command).isEmpty { throw ValidationError("missing the command to run (tend run [options] -- CMD ARGS…)") }
         if let t = timeout, !(t > 0) { throw ValidationError("--timeout must be a positive number of seconds") }
         _ = try parseEnv(env)
@@ -222,6 +216,7 @@ public struct Start: ParsableCommand {
     public init() {}
 
     public func validate() throws {
+        if ["-h", "--help"].contains(command.first ?? "") { throw CleanExit.helpRequest(Self.self) }
         if commandWords(command).isEmpty { throw ValidationError("missing the command to start (tend start [options] -- CMD ARGS…)") }
         if let r = restart, !["never", "on_failure", "always"].contains(r) {
             throw ValidationError("--restart must be never, on_failure or always")
@@ -257,8 +252,7 @@ public struct Ps: ParsableCommand {
     public static let configuration = CommandConfiguration(
         abstract: "List processes (running ones; --all includes exited).",
         discussion: """
-        On a terminal: a table sized to its width. Otherwise: tab-separated lines without a header
-        (pid, name, status, exit, started, command). --json prints the daemon's list.
+        On a terminal: a table sized to its width. Otherwise: tab-separated lines without a header (pid, name, status, exit, started, command). --json prints the daemon's list.
 
         Examples:
           tend ps
@@ -307,9 +301,7 @@ public struct Logs: ParsableCommand {
     public static let configuration = CommandConfiguration(
         abstract: "Print a process's output (stdout lines to stdout, stderr lines to stderr); -f keeps following.",
         discussion: """
-        Without -f: the output retained so far. With -f: that, then new lines until the process ends;
-        a dropped connection is resumed transparently (Last-Event-ID), without duplicated or lost lines.
-        --json prints NDJSON objects {"id","stream","line","timestamp"}; ids can be given to --since-id.
+        Without -f: the output retained so far. With -f: that, then new lines until the process ends; a dropped connection is resumed transparently (Last-Event-ID), without duplicated or lost lines. --json prints NDJSON objects {"id","stream","line","timestamp"}; ids can be given to --since-id.
 
         Examples:
           tend logs web
@@ -493,7 +485,15 @@ public struct Inspect: ParsableCommand {
 
 /// `key   value` lines for a JSON object; timestamps get their age, null is `-`.
 func printKeyValues(_ v: JSONValue) {
-    guard case .object(let pairs) = v else { printJSON(v); return }
+    guard case .object(let top) = v else { printJSON(v); return }
+    // Nested objects (managed, restart, last_exit) become dotted keys.
+    var pairs: [(String, JSONValue)] = []
+    func flatten(_ prefix: String, _ o: [(String, JSONValue)]) {
+        for (k, x) in o {
+            if case .object(let inner) = x, !inner.isEmpty { flatten(prefix + k + ".", inner) } else { pairs.append((prefix + k, x)) }
+        }
+    }
+    flatten("", top)
     let w = pairs.map { $0.0.count }.max() ?? 0
     let now = Clock.wallMs()
     for (k, x) in pairs {
@@ -504,7 +504,7 @@ func printKeyValues(_ v: JSONValue) {
         case .int(let n):
             text = String(n)
             if k.hasSuffix("_at"), n > 0 { text += " (\(age(n, now: now)))" }
-            if k == "signal" { text += " (\(signalName(n)))" }
+            if k == "signal" || k.hasSuffix(".signal") { text += " (\(signalName(n)))" }
         case .array(let a): text = a.map { if case .string(let s) = $0 { return shellQuote(s) } else { return String(decoding: $0.serialized(), as: UTF8.self) } }.joined(separator: " ")
         default: text = String(decoding: x.serialized(), as: UTF8.self)
         }
@@ -518,8 +518,7 @@ public struct Stdin: ParsableCommand {
     public static let configuration = CommandConfiguration(
         abstract: "Copy tend's stdin to a process's stdin (the process needs `tend start --stdin`).",
         discussion: """
-        The input is streamed in pieces of at most 1 MiB, so files of any size work. --close sends EOF
-        to the process after the copy (with </dev/null: just close it).
+        The input is streamed in pieces of at most 1 MiB, so files of any size work. --close sends EOF to the process after the copy (with </dev/null: just close it).
 
         Examples:
           cat big.csv | tend stdin 1234 --close

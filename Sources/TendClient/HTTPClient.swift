@@ -63,9 +63,9 @@ public func parseResponseHead(_ bytes: ArraySlice<UInt8>, maxBytes: Int = 64 * 1
         if bytes.count > maxBytes { throw ClientError.transport("response head larger than \(maxBytes) bytes") }
         return nil
     }
-    let text = String(decoding: bytes[bytes.startIndex..<end], as: UTF8.self)
-    var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { l -> Substring in
-        l.hasSuffix("\r") ? l.dropLast() : l
+    // Split on LF bytes: as Characters, "\r\n" is one grapheme and would not match "\n".
+    var lines = bytes[bytes.startIndex..<end].split(separator: 0x0A, omittingEmptySubsequences: false).map { l -> Substring in
+        Substring(String(decoding: l.last == 0x0D ? l.dropLast() : l, as: UTF8.self))
     }
     while let last = lines.last, last.isEmpty { lines.removeLast() }
     guard let statusLine = lines.first else { throw ClientError.transport("empty response") }

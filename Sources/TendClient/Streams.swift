@@ -180,13 +180,30 @@ func runViaRunEndpoint(_ client: TendClient, _ spec: RunSpec, sink: OutputSink, 
     let deadline = spec.timeout.map { started + Int64($0 * 1000) + 5000 }
     var parser = SSEParser()
     var sawExit = false
+    var lastID: UInt64? = nil
+    var printedWithoutID = false
+    // A broken run stream is resumed like a follow (output ids are the process's journal ids).
+    func resume(_ why: ClientError) throws -> RunResult {
+        guard let pid = result.pid, lastID != nil || !printedWithoutID else { throw why }
+        sink.flush()
+        var r = try followRunToEnd(client, pid: pid, after: lastID, deadline: spec.timeout.map { started + Int64($0 * 1000) },
+                                   sink: sink, interruptFD: interruptFD)
+        r.usedRunEndpoint = true
+        if r.signal == 9 && !r.timedOut && !r.interrupted {
+            warn("the run stream broke (\(why)); tendd ended process \(pid) with the connection")
+        }
+        return r
+    }
     loop: while true {
-        let piece = try ex.readBody(deadline: deadline)
+        let piece: ReadOutcome
+        do { piece = try ex.readBody(deadline: deadline) } catch let e as ClientError { return try resume(e) }
         switch piece {
         case .bytes(let b):
             for e in parser.feed(b) {
                 switch StreamEvent.from(e) {
-                case .output(let id, let line, let stream, let ts): sink.line(line, stream: stream, id: id, timestamp: ts)
+                case .output(let id, let line, let stream, let ts):
+                    if let id { lastID = id } else { printedWithoutID = true }
+                    sink.line(line, stream: stream, id: id, timestamp: ts)
                 case .started(let pid): result.pid = pid
                 case .exit(let code, let sig, let reason):
                     if code != nil || sig != nil { sawExit = true }
@@ -208,7 +225,7 @@ func runViaRunEndpoint(_ client: TendClient, _ spec: RunSpec, sink: OutputSink, 
         }
     }
     sink.flush()
-    guard sawExit else { throw ClientError.transport("the run stream ended without an exit event") }
+    guard sawExit else { return try resume(.transport("the run stream ended without an exit event")) }
     if result.reason == "timed_out" { result.timedOut = true }
     if let t = spec.timeout, result.reason == nil, result.signal == 9, Double(Clock.monotonicMs() - started) >= t * 1000 {
         result.timedOut = true
@@ -221,11 +238,19 @@ func runViaFollow(_ client: TendClient, _ spec: RunSpec, sink: OutputSink, inter
     let started = Clock.monotonicMs()
     let info = try client.call("POST", "/api/v1/processes", json: spec.body(includeTimeout: false)).json()
     guard case .int(let pid)? = info["pid"] else { throw ClientError.transport("the start answer has no pid") }
+    return try followRunToEnd(client, pid: pid, after: nil, deadline: spec.timeout.map { started + Int64($0 * 1000) },
+                              sink: sink, interruptFD: interruptFD)
+}
+
+/// Follows a started process to its end (resuming after `after`), enforcing `deadline` with DELETE, then
+/// reads its final status.
+func followRunToEnd(_ client: TendClient, pid: Int64, after: UInt64?, deadline: Int64?, sink: OutputSink,
+                    interruptFD: Int32) throws -> RunResult {
     var result = RunResult()
     result.pid = pid
-    var deadline = spec.timeout.map { started + Int64($0 * 1000) }
+    var deadline = deadline
     var end: FollowEnd
-    var lastSeen: UInt64? = nil
+    var lastSeen: UInt64? = after
     repeat {
         end = try followOutput(client, process: String(pid), after: lastSeen, interruptFD: interruptFD, deadline: deadline) { ev in
             switch ev {
