@@ -284,7 +284,9 @@ def test_units_verify(mgr):
         assert mgr.show(unit, "LoadState") == "loaded", unit
     assert mgr.show("tendd.service", "Type") == "notify"
     assert mgr.show("tendd.service", "NotifyAccess") == "main"
-    assert mgr.show("tendd.service", "KillMode") == "mixed"
+    assert mgr.show("tendd.service", "KillMode") == "process"   # children survive a crash (issue 5)
+    assert mgr.show("tendd.service", "FileDescriptorStoreMax") == "20480"
+    assert mgr.show("tendd.service", "RuntimeDirectoryPreserve") == "restart"
     assert mgr.show("tendd.service", "Delegate") == "yes"
 
 
@@ -354,8 +356,9 @@ def test_sdk_through_the_activated_socket(mgr):
 def test_reload_keeps_everything(mgr):
     pid = mgr.main_pid()
     child = mgr.start_process("sleep", ["300"])
-    mgr.ctl("reload", "tendd.service")
-    wait_for(lambda: "reloaded token" in mgr.log.read_text(), 5, "the SIGHUP reload")
+    mgr.ctl("reload", "tendd.service")     # SIGUSR2: re-exec in place (same pid), token read again
+    wait_for(lambda: "msg=\"upgrade: re-executing\"" in mgr.log.read_text() and "msg=\"restore\" adopted=" in mgr.log.read_text(),
+             5, "the re-exec")
     assert mgr.main_pid() == pid
     assert alive(child)
     st, info = mgr.request("GET", f"/api/v1/processes/{child}")
@@ -367,7 +370,7 @@ def test_stop_leaves_nothing_behind(mgr, tmp_path):
     plain = mgr.start_process("sleep", ["300"])
     stubborn = mgr.start_process("sh", ["-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done"])
     escaped_file = tmp_path / "escaped.pid"
-    # A grandchild in its own session: tendd's group signals miss it; KillMode=mixed's final SIGKILL does not.
+    # A grandchild in its own session: tendd's group signals miss it; its cgroup leaf's cgroup.kill does not.
     escaper = mgr.start_process("sh", ["-c", f"setsid sleep 300 & echo $! > {escaped_file}; exec sleep 300"])
     escaped = int(wait_for(lambda: escaped_file.exists() and escaped_file.read_text().strip(), 5, "the escaped pid"))
     children = mgr.marked_pids()
