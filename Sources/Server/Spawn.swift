@@ -110,9 +110,18 @@ extension Server {
             plan.cgroupProcsFD = fd
             toClose.append(fd)
         }
-        let pid: Int32, pidfd: Int32
+        var pid: Int32 = 0, pidfd: Int32 = -1
         do {
-            (pid, pidfd) = try Proc.spawn(plan)
+            do {
+                (pid, pidfd) = try Proc.spawn(plan)
+            } catch let f as SpawnFailure where f.step == "join cgroup" {
+                // The leaf is unusable (e.g. being removed): own this tree the fallback way instead.
+                log.warn("msg=\"cannot join cgroup leaf, using the fallback for this process\" leaf=\(Log.q(leaf ?? ""))) error=\(Log.q(f.reason))")
+                FD.close(plan.cgroupProcsFD)
+                toClose.removeAll { $0 == plan.cgroupProcsFD }
+                plan.cgroupProcsFD = -1
+                (pid, pidfd) = try Proc.spawn(plan)
+            }
         } catch let f as SpawnFailure {
             cleanup()
             log.info("msg=\"spawn failed\" command=\(Log.q(spec.command)) step=\(f.step) error=\(Log.q(f.reason))")

@@ -22,6 +22,7 @@ import http.client
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -604,6 +605,11 @@ class Daemon:
         finally:
             self._log.close()
 
+    def cleanup(self):
+        """Remove the temp dir (token, log, socket) once the daemon is gone."""
+        if self.proc is not None and self.proc.poll() is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
     # ---------------------------------------------------------------- requests
     NO_TOKEN = object()
 
@@ -699,9 +705,11 @@ def daemon():
     rc = d.stop()
     if d in _ALL_DAEMONS:
         _ALL_DAEMONS.remove(d)
+    log = d.log_text()
+    d.cleanup()
     if alive_before:
         assert d.proc.poll() is not None, "tendd still running after SIGTERM"
-        assert rc is not None, f"tendd ignored SIGTERM for 10s\n--- log ---\n{d.log_text()}"
+        assert rc is not None, f"tendd ignored SIGTERM for 10s\n--- log ---\n{log}"
 
 
 @pytest.fixture
@@ -723,6 +731,7 @@ def daemon_factory():
             _ALL_DAEMONS.remove(d)
         if was_alive and rc is None:
             problems.append(f"daemon {d.args} ignored SIGTERM\n{d.log_text()}")
+        d.cleanup()
     assert not problems, "\n".join(problems)
 
 

@@ -22,6 +22,7 @@ from conftest import (
     RawConn,
     assert_error,
     build_request,
+    free_port,
     chunked,
     gone_or_zombie,
     proc_state,
@@ -263,8 +264,23 @@ def test_child_is_session_and_group_leader(daemon):
 
 def test_child_has_only_std_fds(daemon):
     p = daemon.start("sleep", ["30"])
-    fds = sorted(int(x) for x in os.listdir(f"/proc/{p['pid']}/fd"))
-    assert fds == [0, 1, 2], {fd: os.readlink(f"/proc/{p['pid']}/fd/{fd}") for fd in fds}
+    pid = p["pid"]
+
+    def listing():
+        out = {}
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                out[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                pass
+        return out
+
+    # sleep's own libc start-up may hold a file (e.g. the gconv cache) for a moment;
+    # an fd inherited from the daemon stays forever.
+    try:
+        wait_for(lambda: sorted(listing()) == [0, 1, 2], 2.0)
+    except AssertionError:
+        raise AssertionError(f"child holds fds beyond 0,1,2: {listing()}") from None
 
 
 def test_child_signal_state_is_default(daemon):
@@ -1014,3 +1030,502 @@ def test_sigterm_with_running_children(daemon_factory):
             os.killpg(p["pid"], signal.SIGKILL)
         except OSError:
             pass
+
+
+# =========================================================================== more edges
+
+
+def test_many_children_exit_concurrently(daemon):
+    """SIGCHLDs coalesce: every exit must still be recorded with its own code."""
+    pids = {}
+    for i in range(40):
+        p = daemon.sh(f"sleep 0.2; exit {i}")
+        pids[p["pid"]] = i
+    for pid, code in pids.items():
+        info = daemon.wait_exit(pid, 10)
+        assert info["status"] == "exited" and info["exit_code"] == code, (pid, code, info)
+    children = [c for c in os.listdir("/proc") if c.isdigit() and int(c) in pids and proc_state(int(c)) == "Z"]
+    assert children == [], f"unreaped children: {children}"
+
+
+@pytest.mark.parametrize("sig", [9, 11, 15], ids=["KILL", "SEGV", "TERM"])
+def test_self_signaled(daemon, sig):
+    p = daemon.sh(f"ulimit -c 0; kill -{sig} $$")
+    i = daemon.wait_exit(p["pid"])
+    assert i["status"] == "signaled" and i["signal"] == sig and i["exit_code"] is None, i
+
+
+def test_exit_137_is_not_a_signal(daemon):
+    p = daemon.sh("exit 137")
+    i = daemon.wait_exit(p["pid"])
+    assert i["status"] == "exited" and i["exit_code"] == 137 and i["signal"] is None
+
+
+def test_stdin_write_after_child_closed_its_stdin(daemon):
+    p = daemon.sh("exec 0<&-; echo closed; sleep 2", stdin_mode="pipe")
+    pid = p["pid"]
+    daemon.wait_output(pid, lambda ls: ls == ["closed"])
+    r = daemon.request("POST", f"{P}/{pid}/stdin", body=b"x" * 70000)
+    assert r.status in (204, 400), r
+    if r.status == 400:
+        assert_error(r, 400, "STDIN_NOT_WRITABLE")
+    time.sleep(0.2)
+    assert daemon.get("/api/v1/health").status == 200, "daemon hurt by EPIPE on a child's stdin"
+    assert daemon.alive()
+
+
+def test_delete_exited_leader_kills_leftover_group(daemon):
+    """A leftover group member must not survive DELETE (the daemon may already have reaped it
+    together with its leader, as Tensorlake reaps leftovers with the unit)."""
+    p = daemon.sh("sleep 100 & echo $!")
+    lines = daemon.wait_output(p["pid"], lambda ls: len(ls) == 1)
+    orphan = int(lines[0])
+    daemon.wait_exit(p["pid"])
+    try:
+        assert daemon.request("DELETE", f"{P}/{p['pid']}").status == 204
+        wait_for(lambda: gone_or_zombie(orphan), 3, what="leftover group member killed by DELETE")
+        assert daemon.info(p["pid"])["status"] == "exited"
+    finally:
+        try:
+            os.kill(orphan, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def test_percent_encoded_pid(daemon):
+    p = daemon.start("sleep", ["30"])
+    enc = "".join(f"%{ord(c):02X}" for c in str(p["pid"]))
+    r = daemon.get(f"{P}/{enc}")
+    assert r.status == 200 and r.json["pid"] == p["pid"], r
+
+
+@pytest.mark.parametrize("seg", ["99999999999999999999999", "0", "-1", "00001x"])
+def test_weird_pid_segments(daemon, seg):
+    assert_error(daemon.get(f"{P}/{seg}"), 404, "NOT_FOUND")
+    assert daemon.get("/api/v1/health").status == 200
+
+
+def test_get_with_body_keeps_connection_in_sync(daemon):
+    c = RawConn(daemon.port)
+    c.send(build_request("GET", "/api/v1/health", token=daemon.token, body=b"GET / HTTP/1.1\r\n\r\n")
+           + build_request("GET", "/api/v1/info", token=daemon.token))
+    assert c.read_response().json == {"healthy": True}
+    assert "version" in c.read_response().json
+
+
+def test_connection_usable_after_errors(daemon):
+    c = RawConn(daemon.port)
+    c.send(build_request("GET", f"{P}/{NO_SUCH_PID}", token=daemon.token))
+    assert_error(c.read_response(), 404, "NOT_FOUND")
+    c.send(build_request("POST", P, token=daemon.token, body=b"{nope"))
+    assert_error(c.read_response(), 400, "INVALID_REQUEST")
+    c.send(build_request("GET", "/api/v1/health", token="bad"))
+    assert_error(c.read_response(), 401, "UNAUTHORIZED")
+    c.send(build_request("PUT", "/api/v1/health", token=daemon.token, body=b""))
+    assert_error(c.read_response(), 405, "METHOD_NOT_ALLOWED")
+    c.send(build_request("GET", "/api/v1/health", token=daemon.token))
+    assert c.read_response().json == {"healthy": True}
+
+
+def test_pipelined_follow_then_request(daemon):
+    p = daemon.start("seq", ["1", "3"])
+    daemon.wait_exit(p["pid"])
+    c = RawConn(daemon.port)
+    c.send(build_request("GET", f"{P}/{p['pid']}/stdout/follow", token=daemon.token)
+           + build_request("GET", "/api/v1/health", token=daemon.token))
+    status, _, headers = c.read_head()
+    assert status == 200 and "chunked" in headers.get("transfer-encoding", "")
+    body = b""
+    while (ch := c.read_chunk()):
+        body += ch
+    assert body.count(b"event:output") + body.count(b"event: output") == 3
+    assert b"eof" in body
+    r = c.read_response()
+    assert r.status == 200 and r.json == {"healthy": True}
+
+
+def test_header_names_case_insensitive(daemon):
+    c = RawConn(daemon.port)
+    c.send(f"GET /api/v1/health HTTP/1.1\r\nhost: x\r\nAUTHORIZATION: Bearer {daemon.token}\r\n\r\n".encode())
+    r = c.read_response()
+    assert r.status == 200 and r.json == {"healthy": True}
+
+
+def test_auth_scheme_lowercase(daemon):
+    """RFC 9110 §11.1: the auth scheme is case-insensitive."""
+    r = daemon.get("/api/v1/health", headers={"Authorization": f"bearer {daemon.token}"})
+    assert r.status == 200, r
+
+
+def test_many_parallel_clients(daemon):
+    import concurrent.futures as cf
+
+    def one(_):
+        return daemon.get("/api/v1/health", timeout=5).status
+
+    with cf.ThreadPoolExecutor(64) as ex:
+        statuses = list(ex.map(one, range(300)))
+    assert statuses == [200] * 300
+
+
+def test_delete_kills_setsid_descendant(daemon):
+    """§12: DELETE kills the whole tree, including descendants that left the group with setsid."""
+    p = daemon.sh("setsid sleep 100 & echo $!; exec sleep 100")
+    lines = daemon.wait_output(p["pid"], lambda ls: len(ls) == 1)
+    gc = int(lines[0])
+    wait_for(lambda: os.getsid(gc) == gc, 3, what="grandchild to call setsid")
+    try:
+        assert daemon.request("DELETE", f"{P}/{p['pid']}").status == 204
+        daemon.wait_exit(p["pid"], 5)
+        wait_for(lambda: gone_or_zombie(gc), 3, what="setsid descendant killed by DELETE")
+    finally:
+        try:
+            os.kill(gc, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def test_idle_timeout_closes_keepalive_connection(daemon_factory):
+    d = daemon_factory("--idle-timeout-ms", "500")
+    c = RawConn(d.port)
+    c.send(build_request("GET", "/api/v1/health", token=d.token))
+    assert c.read_response().status == 200
+    t0 = time.monotonic()
+    assert c.is_closed(4.0), "idle keep-alive connection not closed"
+    assert 0.3 <= time.monotonic() - t0 <= 3.0
+
+
+def test_idle_timeout_does_not_cut_follow(daemon_factory):
+    d = daemon_factory("--idle-timeout-ms", "300")
+    p = d.sh("sleep 1.2; echo late")
+    col = d.follow(p["pid"], "stdout").collect(max_seconds=8)
+    col.assert_eof_terminated()
+    assert col.lines == ["late"]
+
+
+def test_runtime_timestamps(daemon):
+    p = daemon.start("sleep", ["0.5"])
+    i = daemon.wait_exit(p["pid"])
+    assert 400 <= i["ended_at"] - i["started_at"] <= 3000, i
+
+
+def test_empty_stdin_write(daemon):
+    p = daemon.start("cat", stdin_mode="pipe")
+    assert daemon.request("POST", f"{P}/{p['pid']}/stdin", body=b"").status == 204
+    assert daemon.request("POST", f"{P}/{p['pid']}/stdin", body=b"z\n").status == 204
+    daemon.wait_output(p["pid"], lambda ls: ls == ["z"])
+    assert daemon.info(p["pid"])["stdin_writable"] is True
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 200_000,
+    b'{"a":' * 100_000,
+    b'{"command":"\xff\xfe"}',
+    b'{"command":"echo","args":["\\ud800"]}',
+    b'{"command":"echo","args":["\\u00"]}',
+    b'{"signal":1e400}',
+], ids=["deep-array", "deep-object", "invalid-utf8", "lone-surrogate", "short-escape", "huge-number"])
+def test_hostile_json(daemon, body):
+    r = daemon.request("POST", P, body=body, headers={"Content-Type": "application/json"})
+    assert_error(r, 400, "INVALID_REQUEST")
+    assert daemon.get("/api/v1/health").status == 200
+    assert daemon.alive()
+
+
+def test_nul_in_command_or_args_rejected(daemon):
+    for spec in ({"command": "ec\u0000ho"}, {"command": "echo", "args": ["a\u0000b"]},
+                 {"command": "echo", "env": {"A": "x\u0000y"}}, {"command": "true", "working_dir": "/tm\u0000p"}):
+        r = daemon.start_raw(spec)
+        assert r.status in (400, 500), (spec, r)
+        assert r.json.get("code") in ("INVALID_REQUEST", "SPAWN_FAILED"), (spec, r)
+    assert daemon.alive()
+
+
+def test_surrogate_pair_args(daemon):
+    r = daemon.request("POST", P, body=b'{"command":"printf","args":["%s\\\\n","\\ud83d\\ude00 \\u00e9"]}',
+                       headers={"Content-Type": "application/json"})
+    assert r.status == 201, r
+    daemon.started.append(r.json["pid"])
+    daemon.wait_exit(r.json["pid"])
+    assert daemon.lines(r.json["pid"]) == ["😀 é"]
+    assert r.json["args"] == ["%s\\n", "😀 é"]
+
+
+def test_huge_number_signal(daemon):
+    p = daemon.start("sleep", ["30"])
+    r = daemon.post(f"{P}/{p['pid']}/signal", {"signal": 99999999999999999999})
+    assert r.status == 400 and r.json["code"] in ("INVALID_SIGNAL", "INVALID_REQUEST"), r
+    r = daemon.post(f"{P}/{p['pid']}/signal", {"signal": 4294967311})  # 15 + 2**32
+    assert r.status == 400 and r.json["code"] in ("INVALID_SIGNAL", "INVALID_REQUEST"), r
+    assert daemon.info(p["pid"])["status"] == "running"
+
+
+def test_very_long_request_target(daemon):
+    c = RawConn(daemon.port)
+    path = "/api/v1/processes/" + "9" * 200_000
+    c.send(f"GET {path[:100]}".encode())
+    for i in range(100, len(path), 8192):
+        readable, _w, _x = select.select([c.sock], [], [], 0)
+        if readable:
+            break
+        try:
+            c.send(path[i:i + 8192].encode())
+        except OSError:
+            break
+    r = c.read_response()
+    assert r.status in (414, 431, 400, 404), r
+    assert r.json.get("code"), r
+    assert daemon.get("/api/v1/health").status == 200
+
+
+def test_chunk_extensions_and_trailers(daemon):
+    c = RawConn(daemon.port)
+    body = b'{"command":"echo","args":["ext"]}'
+    c.send(build_request("POST", P, token=daemon.token, headers={
+        "Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        + f"{len(body):x};name=value\r\n".encode() + body + b"\r\n0\r\nX-Trailer: yes\r\n\r\n"
+        + build_request("GET", "/api/v1/health", token=daemon.token))
+    r = c.read_response()
+    assert r.status == 201, r
+    daemon.started.append(r.json["pid"])
+    assert c.read_response().json == {"healthy": True}
+
+
+def test_delete_immediately_after_start(daemon):
+    pids = []
+    for _ in range(20):
+        p = daemon.start("sleep", ["30"])
+        assert daemon.request("DELETE", f"{P}/{p['pid']}").status == 204
+        pids.append(p["pid"])
+    for pid in pids:
+        i = daemon.wait_exit(pid, 5)
+        assert i["status"] == "signaled" and i["signal"] == 9, i
+        wait_for(lambda: gone_or_zombie(pid), 3, what=f"{pid} gone")
+
+
+# =========================================================================== README limits
+
+
+def test_max_processes_limit(daemon_factory):
+    d = daemon_factory("--max-processes", "2")
+    a = d.start("sleep", ["30"])
+    d.start("sleep", ["30"])
+    r = d.start_raw({"command": "sleep", "args": ["30"]})
+    assert_error(r, 503, "LIMIT_REACHED")
+    assert len(d.get(P).json["processes"]) == 2, "a refused start must not spawn"
+    assert d.request("DELETE", f"{P}/{a['pid']}").status == 204
+    d.wait_exit(a["pid"])
+    r = d.start_raw({"command": "true"})
+    assert r.status == 201, r
+
+
+def test_max_header_bytes_flag(daemon_factory):
+    d = daemon_factory("--max-header-bytes", "2048")
+    ok = d.get("/api/v1/health", headers={"X-Pad": "p" * 1500})
+    assert ok.status == 200, ok
+    c = RawConn(d.port)
+    c.send(build_request("GET", "/api/v1/health", token=d.token, headers={"X-Pad": "p" * 3000}))
+    assert_error(c.read_response(), 431, "HEADERS_TOO_LARGE")
+
+
+def test_exited_ttl(daemon_factory):
+    d = daemon_factory("--exited-ttl-s", "1")
+    run = d.start("sleep", ["30"])
+    p = d.start("true")
+    d.wait_exit(p["pid"])
+    assert d.get(f"{P}/{p['pid']}").status == 200
+    wait_for(lambda: d.get(f"{P}/{p['pid']}").status == 404, 6, interval=0.2, what="exited record to expire")
+    assert d.info(run["pid"])["status"] == "running", "running records never expire"
+
+
+def test_delete_answers_after_reap(daemon):
+    p = daemon.start("sleep", ["30"])
+    assert daemon.request("DELETE", f"{P}/{p['pid']}").status == 204
+    i = daemon.info(p["pid"])
+    assert i["status"] == "signaled" and i["signal"] == 9 and i["ended_at"] is not None, i
+
+
+def test_shutdown_terms_then_kills_children(daemon_factory):
+    d = daemon_factory("--shutdown-grace-ms", "500")
+    polite = d.start("sleep", ["100"])
+    stubborn = d.sh("trap '' TERM; echo ready; while :; do sleep 0.1; done")
+    d.wait_output(stubborn["pid"], lambda ls: ls == ["ready"])
+    t0 = time.monotonic()
+    rc = d.stop(10)
+    elapsed = time.monotonic() - t0
+    try:
+        assert rc is not None, "daemon did not exit after SIGTERM"
+        assert elapsed < 5, elapsed
+        wait_for(lambda: gone_or_zombie(polite["pid"]), 3, what="TERMed child gone")
+        wait_for(lambda: gone_or_zombie(stubborn["pid"]), 3, what="TERM-ignoring child KILLed after grace")
+    finally:
+        for pid in (polite["pid"], stubborn["pid"]):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def test_token_file_trailing_newline(tmp_path):
+    f = tmp_path / "tok"
+    f.write_text("newline-token-123\n")
+    os.chmod(f, 0o600)
+    port = free_port()
+    proc = subprocess.Popen([TENDD_BIN, "--listen", f"127.0.0.1:{port}", "--token-file", str(f)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def up():
+            try:
+                c = RawConn(port, timeout=1)
+                c.send(build_request("GET", "/api/v1/health", token="newline-token-123"))
+                return c.read_response().status
+            except OSError:
+                return None
+        assert wait_for(up, 5) == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_refuses_overlong_token(tmp_path):
+    f = tmp_path / "long"
+    f.write_text("a" * 2000)
+    os.chmod(f, 0o600)
+    r = _run_tendd(["--listen", "127.0.0.1:0", "--token-file", str(f)])
+    assert r.returncode != 0
+    assert r.stderr.strip()
+
+
+def test_ipv6_listener(daemon_factory):
+    try:
+        s = socket.socket(socket.AF_INET6)
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+        s.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    d = daemon_factory("--listen", f"[::1]:{port}")
+    c = socket.create_connection(("::1", port), timeout=5)
+    c.sendall(build_request("GET", "/api/v1/health", token=d.token, headers={"Connection": "close"}))
+    data = b""
+    while True:
+        b = c.recv(4096)
+        if not b:
+            break
+        data += b
+    assert data.startswith(b"HTTP/1.1 200"), data
+
+
+def test_pipelined_burst(daemon):
+    c = RawConn(daemon.port)
+    c.send(b"".join(build_request("GET", f"/api/v1/health?n={i}", token=daemon.token) for i in range(200)))
+    for _ in range(200):
+        r = c.read_response()
+        assert r.status == 200 and r.json == {"healthy": True}
+
+
+def test_unread_large_responses_do_not_block(daemon):
+    p = daemon.sh("head -c 900000 /dev/zero | tr '\\000' 'a' | fold -w 100")
+    daemon.wait_exit(p["pid"])
+    hogs = []
+    for _ in range(5):
+        c = RawConn(daemon.port, rcvbuf=4096)
+        c.send(build_request("GET", f"{P}/{p['pid']}/stdout", token=daemon.token) * 3)
+        hogs.append(c)
+    t0 = time.monotonic()
+    for _ in range(5):
+        assert daemon.get("/api/v1/health", timeout=2).status == 200
+    assert time.monotonic() - t0 < 2
+    r = hogs[0].read_response()
+    assert r.status == 200 and r.json["line_count"] == 9000
+    for c in hogs:
+        c.close()
+
+
+def test_parallel_starts(daemon):
+    import concurrent.futures as cf
+
+    def one(i):
+        return daemon.start_raw({"command": "sh", "args": ["-c", f"echo {i}"]})
+
+    with cf.ThreadPoolExecutor(16) as ex:
+        rs = list(ex.map(one, range(48)))
+    assert all(r.status == 201 for r in rs), [r for r in rs if r.status != 201][:3]
+    pids = [r.json["pid"] for r in rs]
+    handles = [r.json["handle"] for r in rs]
+    assert len(set(pids)) == 48 and len(set(handles)) == 48
+    for i, pid in enumerate(pids):
+        daemon.wait_exit(pid)
+        assert daemon.lines(pid) == [str(i)]
+
+
+def test_stdin_backpressure_request_finishes_when_child_dies(daemon_factory):
+    d = daemon_factory("--max-stdin-queue", "65536")
+    p = d.start("sleep", ["30"], stdin_mode="pipe")
+    c = RawConn(d.port, timeout=10)
+    body = b"s" * 2_000_000
+    c.send(build_request("POST", f"{P}/{p['pid']}/stdin", token=d.token, body=b"",
+                         headers={"Content-Length": str(len(body))}))
+    c.sock.setblocking(False)
+    sent = 0
+    t0 = time.monotonic()
+    while sent < len(body) and time.monotonic() - t0 < 1.0:
+        try:
+            sent += c.sock.send(body[sent:sent + 65536])
+        except BlockingIOError:
+            time.sleep(0.01)
+    c.sock.setblocking(True)
+    c.sock.settimeout(10)
+    assert d.get("/api/v1/health", timeout=2).status == 200, "daemon blocked by a stdin writer"
+    assert d.request("DELETE", f"{P}/{p['pid']}").status == 204
+    # the half-sent stdin request must now be finished (answered or closed), not hang
+    t1 = time.monotonic()
+    try:
+        if sent < len(body):
+            c.sock.settimeout(0.5)
+            try:
+                c.send(body[sent:])
+            except (OSError, socket.timeout):
+                pass
+            c.sock.settimeout(5)
+        r = c.read_response()
+        assert r.status in (204, 400), r
+        if r.status == 400:
+            assert r.json["code"] == "STDIN_NOT_WRITABLE"
+    except (EOFError, ConnectionResetError):
+        pass
+    assert time.monotonic() - t1 < 6
+    assert d.get("/api/v1/health").status == 200
+
+
+def test_follow_survives_record_eviction(daemon_factory):
+    d = daemon_factory("--max-exited", "1")
+    a = d.start("seq", ["1", "20000"])
+    d.wait_exit(a["pid"])
+    s = d.follow(a["pid"], "stdout", rcvbuf=4096)
+    first = s.next_event(include_comments=False)
+    assert first is not None and first.event == "output"
+    for _ in range(2):
+        q = d.start("true")
+        d.wait_exit(q["pid"])
+    assert d.get(f"{P}/{a['pid']}").status == 404, "record should be evicted"
+    rest = s.collect(max_seconds=20)
+    nums = [int(first.line)] + [int(x) for x in rest.lines]
+    assert nums == list(range(1, len(nums) + 1)), "stream of an evicted record is inconsistent"
+    assert rest.events and rest.events[-1].event == "eof" and rest.clean_end
+    assert len(nums) == 20000
+    assert d.get("/api/v1/health").status == 200
+
+
+def test_stalled_body_times_out(daemon_factory):
+    d = daemon_factory("--idle-timeout-ms", "500")
+    c = RawConn(d.port)
+    c.send(build_request("POST", P, token=d.token, body=b"", headers={
+        "Content-Type": "application/json", "Content-Length": "100"}) + b'{"command":')
+    t0 = time.monotonic()
+    assert c.is_closed(5.0), "stalled body never timed out"
+    assert time.monotonic() - t0 <= 3.5
+    if c.buf:
+        assert c.buf.startswith(b"HTTP/1.1 408"), bytes(c.buf[:100])
+        assert b"{" in c.buf and b"code" in c.buf
+    assert d.get(P).json["processes"] == []

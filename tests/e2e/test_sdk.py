@@ -251,3 +251,49 @@ def test_request_timeout_header_accepted(daemon):
         assert [e.line for e in sb.follow_stdout(p.pid)] == ["t"]
     finally:
         sb.close()
+
+
+def _sdk_for(d):
+    return Sandbox(identifier="test", proxy_url=f"http://127.0.0.1:{d.port}", api_key=d.token)
+
+
+def test_sdk_tolerates_gap_events(daemon_factory):
+    d = daemon_factory("--journal-bytes", "65536")
+    sb = _sdk_for(d)
+    try:
+        p = sb.start_process("seq", ["1", "50000"])
+        d.started.append(p.pid)
+        _wait_done(sb, p.pid)
+        lines = [e.line for e in sb.follow_stdout(p.pid)]
+        assert lines and lines[-1] == "50000"
+        assert lines == [str(i) for i in range(int(lines[0]), 50001)]
+        assert int(lines[0]) > 1
+        got = sb.get_stdout(p.pid)
+        assert got.lines == lines and got.line_count == len(lines)
+    finally:
+        sb.close()
+
+
+def test_sdk_tolerates_keepalive_comments(daemon_factory):
+    d = daemon_factory("--sse-keepalive-ms", "200")
+    sb = _sdk_for(d)
+    try:
+        p = sb.start_process("sh", ["-c", "sleep 1; echo a; sleep 0.6; echo b >&2"])
+        d.started.append(p.pid)
+        ev = list(sb.follow_output(p.pid))
+        assert [(e.line, e.stream) for e in ev] == [("a", "stdout"), ("b", "stderr")]
+    finally:
+        sb.close()
+
+
+def test_sdk_invalid_utf8_and_long_lines(daemon_factory):
+    d = daemon_factory("--max-line-bytes", "100")
+    sb = _sdk_for(d)
+    try:
+        p = sb.start_process("sh", ["-c", r"printf 'bad\377\n'; head -c 250 /dev/zero | tr '\000' L; echo"])
+        d.started.append(p.pid)
+        lines = [e.line for e in sb.follow_stdout(p.pid)]
+        assert lines[0] == "bad\ufffd"
+        assert "".join(lines[1:]) == "L" * 250 and len(lines) == 4
+    finally:
+        sb.close()
