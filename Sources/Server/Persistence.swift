@@ -383,9 +383,10 @@ extension Server {
 
 /// The seam to the journal's shared-region mode (Supervision.Journal(region:…)).
 enum JournalRegion {
-    struct Unsupported: Error, CustomStringConvertible { var description: String { "journal shared-region mode not built in" } }
-    static func size(maxBytes: Int, maxLineBytes: Int) throws -> Int { throw Unsupported() }
+    static func size(maxBytes: Int, maxLineBytes: Int) throws -> Int {
+        Journal.regionSize(maxBytes: maxBytes, maxLineBytes: maxLineBytes)
+    }
     static func make(_ region: UnsafeMutableRawBufferPointer, maxBytes: Int, maxLineBytes: Int, fresh: Bool) throws -> Journal {
-        throw Unsupported()
+        try Journal(region: region, maxBytes: maxBytes, maxLineBytes: maxLineBytes, fresh: fresh)
     }
 }

@@ -83,11 +83,30 @@ private func referenceLines(_ input: [UInt8], maxLineBytes: Int, finished: Bool)
     return result
 }
 
-final class JournalTests: XCTestCase {
+class JournalTests: XCTestCase {
+    /// JournalSharedRegionTests overrides this: every test then runs on journals in caller-provided regions.
+    class var sharedRegion: Bool { false }
+    private var regions: [UnsafeMutableRawBufferPointer] = []
+
+    override func tearDown() {
+        for r in regions { r.deallocate() }   // the journals using them are gone by now
+        regions = []
+        super.tearDown()
+    }
+
+    /// A journal in this class's mode (heap, or shared region).
+    func makeJournal(maxBytes: Int = 1 << 20, maxLineBytes: Int = 64 << 10) -> Journal {
+        guard Self.sharedRegion else { return Journal(maxBytes: maxBytes, maxLineBytes: maxLineBytes) }
+        let size = Journal.regionSize(maxBytes: maxBytes, maxLineBytes: maxLineBytes)
+        let r = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
+        regions.append(r)
+        return try! Journal(region: r, maxBytes: maxBytes, maxLineBytes: maxLineBytes, fresh: true)
+    }
+
     // MARK: Line splitting
 
     func testEmptyJournal() {
-        let j = Journal()
+        let j = makeJournal()
         XCTAssertEqual(j.headSeq, 1)
         XCTAssertEqual(j.nextSeq, 1)
         XCTAssertEqual(j.retainedBytes, 0)
@@ -101,7 +120,7 @@ final class JournalTests: XCTestCase {
     }
 
     func testLineSplitting() {
-        let j = Journal()
+        let j = makeJournal()
         XCTAssertEqual(feed(j, "hello\nworld\n", now: 5), 2)
         XCTAssertEqual(feed(j, "par", now: 6), 0)
         XCTAssertEqual(j.retainedBytes, 10 + 2 * 8 + 3, "text + 8 bytes per line + the partial line")
@@ -117,7 +136,7 @@ final class JournalTests: XCTestCase {
     }
 
     func testEmptyLinesPreserved() {
-        let j = Journal()
+        let j = makeJournal()
         XCTAssertEqual(feed(j, "a\n\nb\n"), 3)
         XCTAssertEqual(texts(j), ["a", "", "b"])
         feed(j, "\n\n")
@@ -126,10 +145,10 @@ final class JournalTests: XCTestCase {
     }
 
     func testCRLF() {
-        let j = Journal()
+        let j = makeJournal()
         feed(j, "a\r\nb\r\n\r\nin\rner\nx\r\r\n")
         XCTAssertEqual(texts(j), ["a", "b", "", "in\rner", "x\r"])
-        let k = Journal()
+        let k = makeJournal()
         feed(k, "split\r")
         feed(k, "\nnext\n")
         XCTAssertEqual(texts(k), ["split", "next"])
@@ -140,7 +159,7 @@ final class JournalTests: XCTestCase {
     }
 
     func testFinish() {
-        let j = Journal()
+        let j = makeJournal()
         feed(j, "one\ntwo", .stdout, now: 1)
         feed(j, "err", .stderr, now: 2)
         XCTAssertEqual(j.finish(.stdout, nowMs: 3), 1)
@@ -156,7 +175,7 @@ final class JournalTests: XCTestCase {
     }
 
     func testInterleavedStreamsCompleteInOrder() {
-        let j = Journal()
+        let j = makeJournal()
         feed(j, "o1-part", .stdout, now: 1)
         feed(j, "e1\ne2-part", .stderr, now: 2)
         feed(j, "-rest\no2", .stdout, now: 3)
@@ -173,7 +192,7 @@ final class JournalTests: XCTestCase {
     // MARK: Long lines
 
     func testLongLineSplitting() {
-        let j = Journal(maxLineBytes: 10)
+        let j = makeJournal(maxLineBytes: 10)
         XCTAssertEqual(j.maxLineBytes, 10)
         XCTAssertEqual(feed(j, "0123456789\n"), 1, "exactly maxLineBytes is one line")
         XCTAssertEqual(feed(j, "0123456789a\n"), 2)
@@ -183,15 +202,15 @@ final class JournalTests: XCTestCase {
         XCTAssertEqual(texts(j), ["0123456789", "0123456789", "a", "0123456789", "abcdefghij",
                                   "0123456789", "abcdefghij", "XYZ", "0123456789"])
         // A partial line is cut as it grows; the rest waits for "\n" or EOF.
-        let k = Journal(maxLineBytes: 10)
+        let k = makeJournal(maxLineBytes: 10)
         XCTAssertEqual(feed(k, String(repeating: "x", count: 25)), 2)
         XCTAssertEqual(k.retainedBytes, 20 + 2 * 8 + 5)
         XCTAssertEqual(feed(k, "yyyyyy"), 1)
         XCTAssertEqual(k.finish(.stdout, nowMs: 0), 1)
         XCTAssertEqual(texts(k), ["xxxxxxxxxx", "xxxxxxxxxx", "xxxxxyyyyy", "y"])
         // maxLineBytes is clamped to hold at least one character.
-        XCTAssertEqual(Journal(maxLineBytes: 1).maxLineBytes, 4)
-        XCTAssertEqual(Journal(maxBytes: 4096, maxLineBytes: 1 << 20).maxLineBytes, (4096 - 64) / 4)
+        XCTAssertEqual(makeJournal(maxLineBytes: 1).maxLineBytes, 4)
+        XCTAssertEqual(makeJournal(maxBytes: 4096, maxLineBytes: 1 << 20).maxLineBytes, (4096 - 64) / 4)
     }
 
     func testLongLineCutsAtCharacterBoundary() {
@@ -205,7 +224,7 @@ final class JournalTests: XCTestCase {
         ]
         for (input, expected) in cases {
             for bytewise in [false, true] {
-                let j = Journal(maxLineBytes: 10)
+                let j = makeJournal(maxLineBytes: 10)
                 let bytes = Array((input + "\n").utf8)
                 if bytewise { for b in bytes { feed(j, [b]) } } else { feed(j, bytes) }
                 let got = texts(j)
@@ -218,7 +237,7 @@ final class JournalTests: XCTestCase {
 
     func testFinishOfMaximalLineWithTrailingCR() {
         // maxLineBytes of content plus a "\r" at EOF no longer fits one line: two lines, 2 returned.
-        let j = Journal(maxLineBytes: 10)
+        let j = makeJournal(maxLineBytes: 10)
         feed(j, "0123456789\r")
         XCTAssertEqual(j.finish(.stdout, nowMs: 0), 2)
         XCTAssertEqual(texts(j), ["0123456789", "\r"])
@@ -241,13 +260,13 @@ final class JournalTests: XCTestCase {
             ([0xE2, 0x82, 0x0D], r),                 // then "\r\n"
         ]
         for (bytes, expected) in cases {
-            let j = Journal()
+            let j = makeJournal()
             feed(j, bytes + [0x0A])
             XCTAssertEqual(texts(j), [expected], "\(bytes)")
             XCTAssertEqual(expected, String(decoding: bytes.last == 0x0D ? bytes.dropLast() : bytes[...], as: UTF8.self))
         }
         // Long lines with invalid bytes after the eight-bytes-at-a-time ASCII scan.
-        let j = Journal()
+        let j = makeJournal()
         feed(j, Array("abcdefghijklmnopqrstuvwxyz".utf8) + [0xFF] + Array("tail\n".utf8))
         XCTAssertEqual(texts(j), ["abcdefghijklmnopqrstuvwxyz\(r)tail"])
     }
@@ -256,21 +275,21 @@ final class JournalTests: XCTestCase {
         for ch in ["é", "€", "😀"] {
             let bytes = Array("h\(ch)llo\n".utf8)
             for split in 1..<bytes.count {
-                let j = Journal()
+                let j = makeJournal()
                 feed(j, Array(bytes[..<split]))
                 feed(j, Array(bytes[split...]))
                 XCTAssertEqual(texts(j), ["h\(ch)llo"], "\(ch) split at \(split)")
             }
         }
         // Three appends within one character.
-        let j = Journal()
+        let j = makeJournal()
         feed(j, [0x61, 0xF0])
         feed(j, [0x9F, 0x98])
         XCTAssertEqual(j.nextSeq, 1)
         feed(j, [0x80, 0x0A])
         XCTAssertEqual(texts(j), ["a😀"])
         // A carried prefix that turns out to be invalid.
-        let k = Journal()
+        let k = makeJournal()
         feed(k, [0xE2])
         feed(k, Array("A\n".utf8))
         feed(k, [0xE2, 0x82])
@@ -281,7 +300,7 @@ final class JournalTests: XCTestCase {
         XCTAssertEqual(k.finish(.stdout, nowMs: 0), 1, "an incomplete character at EOF is replaced")
         XCTAssertEqual(texts(k), ["\u{FFFD}A", "\u{FFFD}", "\u{FFFD}\u{FFFD}", "\u{FFFD}"])
         // Each stream carries its own incomplete character.
-        let m = Journal()
+        let m = makeJournal()
         feed(m, [0xC3], .stdout)
         feed(m, [0xE2, 0x82], .stderr)
         feed(m, [0xA9, 0x0A], .stdout)
@@ -296,7 +315,7 @@ final class JournalTests: XCTestCase {
         for _ in 0..<2000 {
             var bytes: [UInt8] = []
             for _ in 0..<rng.below(24) { bytes.append(pool[rng.below(pool.count)]) }
-            let j = Journal()
+            let j = makeJournal()
             let split = rng.below(bytes.count + 1)
             feed(j, Array(bytes[..<split]))
             feed(j, Array(bytes[split...]))
@@ -326,13 +345,13 @@ final class JournalTests: XCTestCase {
         for round in 0..<40 {
             let input = randomInput(&rng, lines: 60)
             let maxLine = [8, 16, 64 << 10][round % 3]
-            let whole = Journal(maxLineBytes: maxLine)
+            let whole = makeJournal(maxLineBytes: maxLine)
             feed(whole, input, now: 1)
             whole.finish(.stdout, nowMs: 1)
-            let bytewise = Journal(maxLineBytes: maxLine)
+            let bytewise = makeJournal(maxLineBytes: maxLine)
             for b in input { feed(bytewise, [b], now: 1) }
             bytewise.finish(.stdout, nowMs: 1)
-            let chunked = Journal(maxLineBytes: maxLine)
+            let chunked = makeJournal(maxLineBytes: maxLine)
             var i = 0
             while i < input.count {
                 let n = min(input.count - i, 1 + rng.below(23))
@@ -355,8 +374,8 @@ final class JournalTests: XCTestCase {
             // Alternate chunks of two streams; feeding each chunk byte by byte keeps the completion order.
             var chunks: [([UInt8], OutputStream)] = []
             for k in 0..<30 { chunks.append((randomInput(&rng, lines: rng.below(3)), k % 2 == 0 ? .stdout : .stderr)) }
-            let whole = Journal(maxLineBytes: 12)
-            let bytewise = Journal(maxLineBytes: 12)
+            let whole = makeJournal(maxLineBytes: 12)
+            let bytewise = makeJournal(maxLineBytes: 12)
             for (c, s) in chunks {
                 feed(whole, c, s)
                 for b in c { feed(bytewise, [b], s) }
@@ -403,7 +422,7 @@ final class JournalTests: XCTestCase {
     }
 
     func testBoundWith100MiBThrough1MiB() {
-        let j = Journal()
+        let j = makeJournal()
         XCTAssertEqual(j.maxBytes, 1 << 20)
         var source = LineSource()
         var chunk: [UInt8] = []
@@ -465,7 +484,7 @@ final class JournalTests: XCTestCase {
 
     func testBoundWithSmallJournalAndBothStreams() {
         // A small bound: many segments, partial lines on both streams counted, long lines.
-        let j = Journal(maxBytes: 4096, maxLineBytes: 300)
+        let j = makeJournal(maxBytes: 4096, maxLineBytes: 300)
         var rng = SplitMix64(state: 3)
         var total = 0
         for i in 0..<5000 {
@@ -485,7 +504,7 @@ final class JournalTests: XCTestCase {
     }
 
     func testIdleJournalIsCheap() {
-        let j = Journal()
+        let j = makeJournal()
         XCTAssertEqual(j.retainedBytes, 0)
         feed(j, "x\n")
         XCTAssertEqual(j.retainedBytes, 1 + 8)
@@ -494,7 +513,7 @@ final class JournalTests: XCTestCase {
     // MARK: Reading
 
     private func alternating(_ n: Int) -> Journal {
-        let j = Journal()
+        let j = makeJournal()
         for i in 1...n {
             feed(j, "line \(i)\n", i % 2 == 1 ? .stdout : .stderr, now: Int64(1000 + i))
         }
@@ -542,7 +561,7 @@ final class JournalTests: XCTestCase {
     }
 
     func testReadScanBound() {
-        let j = Journal()
+        let j = makeJournal()
         for i in 0..<500 { feed(j, "out \(i)\n", .stdout) }
         feed(j, "the error\n", .stderr)
         var visited = 0
@@ -567,7 +586,7 @@ final class JournalTests: XCTestCase {
 
     func testReadAcrossManySegments() {
         // A small bound makes small segments; reading from any seq finds the right line.
-        let j = Journal(maxBytes: 16 << 10)
+        let j = makeJournal(maxBytes: 16 << 10)
         for i in 1...3000 { feed(j, "l\(i)\n", i % 5 == 0 ? .stderr : .stdout, now: Int64(i)) }
         XCTAssertGreaterThan(j.headSeq, 1)
         let all = lines(j, batch: 7)
@@ -582,7 +601,7 @@ final class JournalTests: XCTestCase {
 
     func testTimestamps() {
         // Deltas that do not fit the compact index start a new segment; negative times are fine.
-        let j = Journal()
+        let j = makeJournal()
         let times: [Int64] = [-5, 0, 1_700_000_000_000, 1_700_000_000_001, 1_600_000_000_000, Int64.max, Int64.min, 42]
         for (i, t) in times.enumerated() { feed(j, "t\(i)\n", now: t) }
         XCTAssertEqual(lines(j).map(\.ts), times)
@@ -597,7 +616,7 @@ final class JournalTests: XCTestCase {
         #else
         let megabytes = 1024
         #endif
-        let j = Journal()
+        let j = makeJournal()
         var source = LineSource()
         var chunk: [UInt8] = []
         // Pre-generate 64 KiB reads (they end mid-line, as pipe reads do). 5 reads hold exactly 4096 lines,
@@ -618,7 +637,38 @@ final class JournalTests: XCTestCase {
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
         let mbps = Double(megabytes) / seconds
         let lps = Double(total) / seconds
-        print("Journal throughput, 80-byte lines in 64 KiB reads: \(Int(mbps)) MiB/s, \(Double(Int(lps / 1e5)) / 10) M lines/s (\(megabytes) MiB in \(seconds) s)")
+        print("Journal throughput (\(Self.sharedRegion ? "shared region" : "heap")), 80-byte lines in 64 KiB reads: \(Int(mbps)) MiB/s, \(Double(Int(lps / 1e5)) / 10) M lines/s (\(megabytes) MiB in \(seconds) s)")
         XCTAssertEqual(total, readCount * (64 << 10) / 80)
     }
+}
+
+/// The same tests, with every journal in a caller-provided region (as tendd's memfds). Each test is
+/// repeated here because Linux test discovery only finds test methods a class declares itself: a new test
+/// in JournalTests needs its line here too.
+final class JournalSharedRegionTests: JournalTests {
+    override class var sharedRegion: Bool { true }
+
+    override func testEmptyJournal() { super.testEmptyJournal() }
+    override func testLineSplitting() { super.testLineSplitting() }
+    override func testEmptyLinesPreserved() { super.testEmptyLinesPreserved() }
+    override func testCRLF() { super.testCRLF() }
+    override func testFinish() { super.testFinish() }
+    override func testInterleavedStreamsCompleteInOrder() { super.testInterleavedStreamsCompleteInOrder() }
+    override func testLongLineSplitting() { super.testLongLineSplitting() }
+    override func testLongLineCutsAtCharacterBoundary() { super.testLongLineCutsAtCharacterBoundary() }
+    override func testFinishOfMaximalLineWithTrailingCR() { super.testFinishOfMaximalLineWithTrailingCR() }
+    override func testInvalidUTF8IsReplaced() { super.testInvalidUTF8IsReplaced() }
+    override func testMultibyteCharacterSplitAcrossAppends() { super.testMultibyteCharacterSplitAcrossAppends() }
+    override func testRandomUTF8RepairMatchesStringDecoding() { super.testRandomUTF8RepairMatchesStringDecoding() }
+    override func testByteAtATimeEqualsWholeFeed() { super.testByteAtATimeEqualsWholeFeed() }
+    override func testInterleavedByteAtATimeEqualsWholeFeed() { super.testInterleavedByteAtATimeEqualsWholeFeed() }
+    override func testBoundWith100MiBThrough1MiB() { super.testBoundWith100MiBThrough1MiB() }
+    override func testBoundWithSmallJournalAndBothStreams() { super.testBoundWithSmallJournalAndBothStreams() }
+    override func testIdleJournalIsCheap() { super.testIdleJournalIsCheap() }
+    override func testReadFiltersAndResume() { super.testReadFiltersAndResume() }
+    override func testReadMaxLinesAndEarlyStop() { super.testReadMaxLinesAndEarlyStop() }
+    override func testReadScanBound() { super.testReadScanBound() }
+    override func testReadAcrossManySegments() { super.testReadAcrossManySegments() }
+    override func testTimestamps() { super.testTimestamps() }
+    override func testThroughput80ByteLines() { super.testThroughput80ByteLines() }
 }
