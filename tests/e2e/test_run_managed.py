@@ -266,9 +266,10 @@ def test_managed_name_addressing_restart_and_stop_grace(daemon):
     assert r.status == 200, r
     assert r.json["pid"] != info["pid"] and r.json["managed"]["restart_count"] == 1
     assert r.json["status"] == "running"
-    assert daemon.info(info["pid"]) if False else True
     new_pid = r.json["pid"]
     daemon.started.append(new_pid)
+    # The new run must have installed its TERM trap (it prints "up" right after) before we test the grace.
+    daemon.wait_output(new_pid, lambda ls: ls.count("up") >= 2)
     # DELETE: TERM is ignored, so the answer comes after stop_grace_ms with a SIGKILL.
     t0 = time.monotonic()
     r = daemon.request("DELETE", f"/api/v1/processes/{enc}")
