@@ -40,6 +40,8 @@ let package = Package(
         .testTarget(name: "JSONTests", dependencies: ["JSON"]),
         .testTarget(name: "SupervisionTests", dependencies: ["Supervision"]),
         .testTarget(name: "SysTests", dependencies: ["Sys", "Reactor"]),
+        // Pure tables of the Server module, and (hardening) regression tests for fuzz findings in its request decoding.
+        .testTarget(name: "ServerTests", dependencies: ["Server", "Supervision", "JSON"]),
         .testTarget(name: "TendTests", dependencies: ["TendClient", "JSON"]),
     ],
     swiftLanguageModes: [.v5]

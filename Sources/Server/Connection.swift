@@ -30,6 +30,8 @@ final class Connection: EventHandler {
     private var headStartedAt: Int64? = nil
     private(set) var lastActivity: Int64
     private(set) var lastWriteAt: Int64
+    private let acceptedAt: Int64
+    private var servedAny = false
 
     // The request in flight.
     private var head: HTTPRequestHead?
@@ -48,6 +50,7 @@ final class Connection: EventHandler {
         self.fd = fd
         lastActivity = server.loop.now
         lastWriteAt = server.loop.now
+        acceptedAt = server.loop.now
     }
 
     var pendingOutput: Int { out.count - outStart }
@@ -348,6 +351,7 @@ final class Connection: EventHandler {
     }
 
     private func requestDone(status: Int, bytes: Int) {
+        servedAny = true
         guard let head else { return }
         let ms = Clock.monotonicMs() - requestStartedAt
         server.log.info("msg=request method=\(head.method) path=\(Log.q(head.path)) status=\(status) ms=\(ms)\(bytes >= 0 ? " bytes=\(bytes)" : "")")
@@ -392,6 +396,20 @@ final class Connection: EventHandler {
         if pendingOutput == 0 { close(reason: nil) } else { server.markDirty(self) }
     }
 
+    /// A request is being received or answered (or the client just connected and has not sent one yet):
+    /// an upgrade waits for these before it re-executes.
+    func inFlight(now: Int64) -> Bool {
+        if closed { return false }
+        switch state {
+        case .readingBody: return true
+        case .streaming: return false                    // resumable by Last-Event-ID
+        case .closing: return pendingOutput > 0 || head != nil && route != nil
+        case .readingHead:
+            if unconsumed > 0 || pendingOutput > 0 { return true }
+            return !servedAny && now - acceptedAt < 500  // connected, request not here yet
+        }
+    }
+
     /// Timeouts, checked from the server's housekeeping tick.
     func checkDeadlines(now: Int64) {
         guard !closed else { return }
@@ -408,6 +426,13 @@ final class Connection: EventHandler {
                 sendError(APIError(408, "REQUEST_TIMEOUT", "request body not received in time"), close: true)
             }
         case .streaming:
+            // Hardening: a reader that accepted no byte for the idle timeout while output was queued has
+            // stopped reading for good: drop it (the journal keeps the output; it can resume by id).
+            if pendingOutput > 0 && now - lastActivity > server.config.idleTimeoutMs {
+                server.log.info("msg=\"stream reader stalled, closing\" queued=\(pendingOutput) stalled_ms=\(now - lastActivity)")
+                close(reason: "stalled reader")
+                return
+            }
             if pendingOutput == 0 && now - lastWriteAt >= server.config.sseKeepaliveMs {
                 appendChunk { $0.append(contentsOf: [0x3A, 0x0A, 0x0A]) }   // ":\n\n"
             }

@@ -339,11 +339,29 @@ extension Server {
     /// connections are closed (SSE followers resume with Last-Event-ID); the listening sockets stay
     /// open throughout, so no connection is refused: the kernel queues them until the new image accepts.
     func upgrade() {
-        guard !stopping else { return }
+        guard !stopping, !upgrading else { return }
         guard persistence != nil else {
             log.error("msg=\"upgrade refused: no state directory (--state-dir or RuntimeDirectory=), output would be lost\"")
             return
         }
+        // First stop accepting (the kernel keeps queueing connections on the listening sockets, which the
+        // new image inherits) and let requests in flight finish, so no accepted connection is dropped
+        // mid-request. Streams and idle keep-alive connections are closed by the exec (streams resume by id).
+        upgrading = true
+        for l in listeners { if let reg = l.reg { loop.deregister(reg); l.reg = nil } }
+        let deadline = loop.now + 2000
+        func check() {
+            let busy = connections.values.contains { $0.inFlight(now: loop.now) }
+            if busy && loop.now < deadline {
+                loop.schedule(afterMs: 5) { check() }
+            } else {
+                reexec()
+            }
+        }
+        check()
+    }
+
+    private func reexec() {
         log.info("msg=\"upgrade: re-executing\" path=\(Log.q(executablePath)) processes=\(processes.count)")
         if systemd.enabled { _ = try? Systemd.notify("RELOADING=1\nSTATUS=re-executing") }
         // Everything a pipe held is still in the pipe; what was read is in the memfd journals.

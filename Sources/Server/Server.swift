@@ -32,6 +32,7 @@ public final class Server {
     var signalSource: SignalSource?
     let systemd = SystemdIntegration()   // systemd: READY/STATUS/WATCHDOG/STOPPING hooks (SystemdIntegration.swift)
     var stopping = false
+    var upgrading = false
     var onStopped: (() -> Void)?
     public private(set) var exitCode: Int32? = nil
     let baseEnvironment: [(String, String)]
@@ -343,13 +344,15 @@ final class Listener: EventHandler {
     init(server: Server, fd: Int32, label: String) { self.server = server; self.fd = fd; self.label = label }
 
     func handle(_ events: EpollEvents, _ loop: EventLoop) {
+        server.reserveSpareFD()   // hardening: the reserved-fd trick (AcceptGuard.swift)
         for _ in 0..<64 {
             let cfd: Int32?
             do { cfd = try Socket.accept(fd) } catch let e as SysError {
-                server.log.warn("msg=\"accept failed\" error=\(Log.q(e.description))")
+                server.acceptFailed(self, e)   // hardening: EMFILE/ENFILE → 503 + pause (AcceptGuard.swift)
                 return
             } catch { return }
             guard let cfd else { return }
+            server.acceptSucceeded()
             server.accepted(cfd)
         }
     }

@@ -213,7 +213,7 @@ def test_upgrade_refuses_no_connection(mgr):
     stop = threading.Event()
 
     def hammer():
-        while not stop.is_set() and len(results) < 5000:
+        while not stop.is_set() and len(results) < 50000:
             try:
                 results.append(req(mgr, "GET", "/api/v1/info")[0])
             except OSError as e:
