@@ -81,6 +81,18 @@ final class Ownership {
         return out
     }
 
+    /// Kills every live process whose environment holds `tag` (the tree marker of a process that
+    /// could not be re-adopted). Returns how many were signalled.
+    @discardableResult
+    func killMarked(_ tag: String) -> Int {
+        var n = 0
+        for e in ProcScan.all() where e.pid != daemonPid && ProcScan.environContains(e.pid, tag) {
+            if ProcScan.signal(e.pid, Signal.kill) { n += 1 }
+        }
+        if n > 0 { log.warn("msg=\"killed processes of a lost tree\" marker=\(Log.q(tag)) count=\(n)") }
+        return n
+    }
+
     /// After the leader was reaped: nothing of its tree may survive it. Returns true if something had to be killed.
     @discardableResult
     func leaderReaped(_ p: ProcessRecord, loop: EventLoop) -> Bool {

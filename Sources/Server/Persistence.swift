@@ -72,7 +72,8 @@ extension Server {
     func encodeState() -> JSONValue {
         var list: [JSONValue] = []
         for p in processes.values.sorted(by: { $0.handle < $1.handle }) { list.append(encodeRecord(p)) }
-        return .object([("version", .int(1)), ("next_handle", .int(Int64(nextHandle))), ("processes", .array(list))])
+        return .object([("version", .int(1)), ("daemon_pid", .int(Int64(ownership.daemonPid))),
+                        ("next_handle", .int(Int64(nextHandle))), ("processes", .array(list))])
     }
 
     private func encodeRecord(_ p: ProcessRecord) -> JSONValue {
@@ -132,6 +133,8 @@ extension Server {
             return stored.isEmpty ? "nothing to restore" : "no state file: \(stored.count) stored fds dropped"
         }
         if case .int(let n)? = state["next_handle"] { nextHandle = max(nextHandle, Int(n)) }
+        var oldDaemon: Int32? = nil
+        if case .int(let n)? = state["daemon_pid"] { oldDaemon = Int32(n) }
         var adopted = 0, exitedWhileDown = 0, lost = 0
         for entry in list {
             guard case .int(let h64)? = entry["handle"], case .int(let pid64)? = entry["pid"],
@@ -176,6 +179,11 @@ extension Server {
                 } else {
                     log.error("msg=\"cannot re-adopt: pidfd missing, killing its tree\" pid=\(p.pid) handle=\(h)")
                     if let leaf = p.cgroupLeaf { Cgroup.kill(leaf) }
+                    if let oldDaemon {
+                        // Without a leaf: every process that still carries this process's tree marker (so
+                        // never a stranger that reused the pid) is killed.
+                        ownership.killMarked("\(Ownership.markerName)=\(oldDaemon).\(h)")
+                    }
                     p.status = .signaled(Signal.kill)
                     p.endedAt = Clock.wallMs()
                     if let m = p.managed { m.status = .stopped; m.lastError = "lost across a daemon restart (pidfd missing)" }
