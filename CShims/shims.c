@@ -156,8 +156,17 @@ static int dup_to(int fd, int target) {
     return dup2(fd, target) < 0 ? -1 : 0;
 }
 
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
+
 static int child_main(void *arg) {
     tend_spawn_plan *p = arg;
+    // With CLONE_FILES we still share the daemon's fd table: take a private copy of the few low fds
+    // we need before touching any fd (a dup2 on the shared table would change the daemon's).
+    if (p->share_files && syscall(SYS_close_range, p->keep_below, ~0U, CLOSE_RANGE_UNSHARE) < 0) {
+        p->failed_step = TEND_STEP_UNSHARE_FILES; goto fail;
+    }
     // Signal dispositions are per process here (no CLONE_SIGHAND): reset them, then the mask, which
     // survives execve and is full of the daemon's signalfd signals.
     struct sigaction dfl;
@@ -204,8 +213,8 @@ pid_t tend_spawn(tend_spawn_plan *p) {
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, &old);
     int pidfd = -1;
-    pid_t pid = clone(child_main, child_stack + TEND_CHILD_STACK,
-                      CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, p, &pidfd);
+    int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD | (p->share_files ? CLONE_FILES : 0);
+    pid_t pid = clone(child_main, child_stack + TEND_CHILD_STACK, flags, p, &pidfd);
     int saved = errno;
     sigprocmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) { errno = saved; return -1; }

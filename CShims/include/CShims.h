@@ -56,12 +56,17 @@ typedef struct {
     uid_t uid; gid_t gid;
     const gid_t *groups; int ngroups;
     int cgroup_procs_fd;       // >= 0: the child writes "0" to it (joins that cgroup) before exec
+    // When non-zero: clone with CLONE_FILES (no copy of the daemon's fd table, which may hold tens of
+    // thousands of fds); the child's first act is close_range(keep_below, ~0U, CLOSE_RANGE_UNSHARE),
+    // which gives it a private table holding only fds < keep_below. Every fd named above must be below it.
+    int share_files;
+    unsigned int keep_below;
     // out:
     int pidfd;                 // the child's pidfd (CLONE_PIDFD)
     int child_errno;           // errno of the failed step in the child, 0 when execve succeeded
     int failed_step;           // which step failed (TEND_STEP_*)
 } tend_spawn_plan;
-enum { TEND_STEP_NONE = 0, TEND_STEP_SETSID, TEND_STEP_CGROUP, TEND_STEP_DUP, TEND_STEP_CHDIR,
+enum { TEND_STEP_NONE = 0, TEND_STEP_UNSHARE_FILES, TEND_STEP_SETSID, TEND_STEP_CGROUP, TEND_STEP_DUP, TEND_STEP_CHDIR,
        TEND_STEP_SETGROUPS, TEND_STEP_SETGID, TEND_STEP_SETUID, TEND_STEP_EXEC };
 // clone(CLONE_VM|CLONE_VFORK|CLONE_PIDFD) on a private stack; the parent resumes once the child has
 // exec'd or failed. Returns the pid (>0) with plan->pidfd set; if the child failed before exec it has

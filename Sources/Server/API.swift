@@ -72,7 +72,7 @@ extension Server {
                 return .response(200, .object([
                     ("version", .string(tendVersion)),
                     ("uptime_secs", .int((Clock.monotonicMs() - startedAtMono) / 1000)),
-                    ("running_processes", .int(Int64(processes.values.filter { $0.isRunning }.count))),
+                    ("running_processes", .int(Int64(runningCount))),
                     ("total_processes", .int(Int64(processes.count))),
                 ]), [])
             case .listProcesses:
@@ -232,20 +232,13 @@ extension Server {
         timer = loop.schedule(afterMs: timeoutMs, finish)
     }
 
+    // Hardening: the parsing moved to HTTP1.parseResumePoint (pure, unit-tested and fuzzed); same behaviour.
     private func resumePoint(_ head: HTTPRequestHead) throws -> UInt64? {
-        if let h = head.headers["Last-Event-ID"] {
-            let t = h.trimmingSpaces
-            if t.isEmpty { return nil }
-            guard let v = UInt64(t) else { throw APIError.invalid("Last-Event-ID must be a non-negative integer") }
-            return v
+        switch parseResumePoint(lastEventID: head.headers["Last-Event-ID"], query: head.query) {
+        case .success(let v): return v
+        case .failure(.invalidLastEventID): throw APIError.invalid("Last-Event-ID must be a non-negative integer")
+        case .failure(.invalidAfter): throw APIError.invalid("after must be a non-negative integer")
         }
-        if let q = head.query {
-            for (k, v) in parseQuery(q) where k == "after" {
-                guard let n = UInt64(v) else { throw APIError.invalid("after must be a non-negative integer") }
-                return n
-            }
-        }
-        return nil
     }
 
     private func outputResponse(_ p: ProcessRecord, _ filter: StreamFilter) -> [UInt8] {
@@ -338,7 +331,7 @@ extension Server {
         if let v = o["env"], v != .null {
             guard case .object(let kv) = v else { throw APIError.invalid("field 'env' must be an object of strings") }
             for (k, x) in kv {
-                guard case .string(let s) = x else { throw APIError.invalid("field 'env.\(k)' must be a string") }
+                guard case .string(let s) = x else { throw APIError.invalid("field 'env.\(Router.clip(k))' must be a string") }   // hardening: clip the key
                 guard !k.isEmpty, !k.contains("="), !k.utf8.contains(0), !s.utf8.contains(0) else {
                     throw APIError.invalid("field 'env' has an invalid variable name or value: \(Router.clip(k))")
                 }

@@ -26,6 +26,7 @@ final class Connection: EventHandler {
     private var out: [UInt8] = []
     private var outStart = 0
     private var peerClosed = false
+    private var writeBlocked = false
     private var closeAfterFlush = false
     private var headStartedAt: Int64? = nil
     private(set) var lastActivity: Int64
@@ -84,6 +85,7 @@ final class Connection: EventHandler {
                 if unconsumed == 0 && state == .readingHead { headStartedAt = server.loop.now }
                 inBuf.append(contentsOf: server.readBuffer[0..<n])
                 lastActivity = server.loop.now
+                if n < 16 << 10 { updateInterest(); return }   // a short read: the socket is (very likely) drained
             case .wouldBlock:
                 updateInterest(); return
             case .eof:
@@ -99,7 +101,9 @@ final class Connection: EventHandler {
         var want: EpollEvents = []
         let maxBuffered = server.config.maxHeaderBytes + (64 << 10)
         if !peerClosed && unconsumed < maxBuffered { want.insert(.input); want.insert(.readHangup) }
-        if pendingOutput > 0 { want.insert(.output) }
+        // EPOLLOUT only after a write would have blocked; queued output is otherwise written in the
+        // loop's before-sleep phase without an epoll_ctl round trip.
+        if writeBlocked && pendingOutput > 0 { want.insert(.output) }
         server.loop.setInterest(reg, want)
     }
 
@@ -372,16 +376,23 @@ final class Connection: EventHandler {
                 } catch {
                     close(reason: "write error"); return
                 }
-                if n == 0 { break }
+                if n == 0 { writeBlocked = true; break }
                 outStart += n
                 lastActivity = server.loop.now
             }
             if outStart < out.count { break }        // blocked: wait for EPOLLOUT
+            writeBlocked = false
             out.removeAll(keepingCapacity: out.capacity <= (1 << 20))
             outStart = 0
             if closeAfterFlush { close(reason: nil); return }
             rounds += 1
-            guard state == .streaming, let f = follower, rounds < 8 else { break }
+            guard state == .streaming, let f = follower else { break }
+            if rounds >= 8 {
+                // Fairness: let other fds have their turn, but come straight back (the socket is
+                // writable, so nothing else would wake us for this follower).
+                server.loop.defer_ { [weak self] in self?.flush() }
+                break
+            }
             f.pump()                                   // room again: produce more from the journal
             if out.isEmpty { break }
         }

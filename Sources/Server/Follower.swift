@@ -73,7 +73,7 @@ final class Follower {
                 }
                 let startCount = out.count
                 let next = journal.read(from: cursor, filter: filter, maxLines: 1024) { e in
-                    Follower.encode(e, tag: tagStream, into: &out)
+                    encode(e, into: &out)
                     return out.count - startCount < budget
                 }
                 if next != cursor { produced = true }
@@ -132,18 +132,32 @@ final class Follower {
     static let stdoutTag = Array(",\"stream\":\"stdout\"}\n\n".utf8)
     static let stderrTag = Array(",\"stream\":\"stderr\"}\n\n".utf8)
 
+    /// `,"timestamp":T[,"stream":S]}\n\n` for the current timestamp, per stream: all lines of one pipe
+    /// read share a timestamp, so it is formatted once per read, not once per line.
+    private var suffixTs: Int64 = .min
+    private var suffixOut: [UInt8] = []
+    private var suffixErr: [UInt8] = []
+
     @inline(__always)
-    static func encode(_ e: JournalEntry, tag: Bool, into out: inout [UInt8]) {
-        out.append(contentsOf: idPrefix)
+    private func encode(_ e: JournalEntry, into out: inout [UInt8]) {
+        if e.timestampMs != suffixTs { buildSuffixes(e.timestampMs) }
+        out.append(contentsOf: Follower.idPrefix)
         appendJSONInt(Int64(e.seq), to: &out)
-        out.append(contentsOf: outputPrefix)
+        out.append(contentsOf: Follower.outputPrefix)
         appendJSONString(e.text, to: &out)
-        out.append(contentsOf: tsKey)
-        appendJSONInt(e.timestampMs, to: &out)
-        if tag {
-            out.append(contentsOf: e.stream == .stderr ? stderrTag : stdoutTag)
+        out.append(contentsOf: e.stream == .stderr ? suffixErr : suffixOut)
+    }
+
+    private func buildSuffixes(_ ts: Int64) {
+        suffixTs = ts
+        var base = Follower.tsKey
+        appendJSONInt(ts, to: &base)
+        if tagStream {
+            suffixOut = base + Follower.stdoutTag
+            suffixErr = base + Follower.stderrTag
         } else {
-            out.append(contentsOf: eventEnd)
+            suffixOut = base + Follower.eventEnd
+            suffixErr = suffixOut
         }
     }
 }

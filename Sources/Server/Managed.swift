@@ -301,6 +301,7 @@ extension Server {
     func stopManaged(_ p: ProcessRecord) {
         guard let m = p.managed else { return }
         m.stopRequested = true
+        markStateDirty(p)
         loop.cancel(m.restartTimer); m.restartTimer = nil
         loop.cancel(m.healthTimer); m.healthTimer = nil
         m.probe?.cancel(); m.probe = nil

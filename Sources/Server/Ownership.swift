@@ -11,6 +11,8 @@ final class Ownership {
     let base: String?          // our subtree root, nil in fallback mode
     let daemonPid: Int32
     let log: Log
+    /// Whether a pid is the leader of a running record (set by the Server).
+    var isTrackedLeader: (Int32) -> Bool = { _ in false }
 
     init(disabled: Bool, log: Log) {
         self.log = log
@@ -105,6 +107,11 @@ final class Ownership {
             Cgroup.remove(leaf)      // recreated by the next launch of a managed process
             return false
         }
+        // The /proc scan costs O(processes on the host): skip it when nothing can be left, i.e. the
+        // group is empty and every child of ours is a tracked leader (an orphan of this tree would
+        // have been re-parented to us).
+        let groupAlive = Proc.signalGroup(p.pid, 0)
+        if !groupAlive && !ProcScan.childrenOfSelf().contains(where: { !isTrackedLeader($0) }) { return false }
         let rest = fallbackTree(p)
         for pid in rest { ProcScan.signal(pid, Signal.kill) }
         _ = Proc.signalGroup(p.pid, Signal.kill)

@@ -18,7 +18,10 @@ import JSON
 
 final class Persistence {
     let dir: String
-    var dirty = false
+    /// Records whose file must be rewritten, and handles whose file must go (the next save).
+    var dirtyRecords: [Int: ProcessRecord] = [:]
+    var goneHandles: Set<Int> = []
+    var daemonDirty = false
     /// Store fds with systemd (crash survival) — only when a manager listens.
     let useFDStore: Bool
 
@@ -27,19 +30,36 @@ final class Persistence {
         useFDStore = FDStore.available
     }
 
-    var statePath: String { dir + "/state.json" }
+    var daemonPath: String { dir + "/daemon.json" }
+    func recordPath(_ handle: Int) -> String { dir + "/p\(handle).json" }
 
-    func load() -> JSONValue? {
-        guard let b = try? FD.readFile(statePath, limit: 64 << 20), !b.isEmpty else { return nil }
-        return try? parseJSON(b)
+    /// daemon.json and every p<handle>.json (one small file per process: a start or an exit rewrites
+    /// one file, never the whole table).
+    func load() -> (daemon: JSONValue?, records: [JSONValue]) {
+        let daemon = (try? FD.readFile(daemonPath, limit: 1 << 20)).flatMap { try? parseJSON($0) }
+        var records: [JSONValue] = []
+        for name in FD.listDirectory(dir) where name.hasPrefix("p") && name.hasSuffix(".json") {
+            if let b = try? FD.readFile(dir + "/" + name, limit: 16 << 20), let v = try? parseJSON(b) { records.append(v) }
+        }
+        return (daemon, records)
     }
 
-    func write(_ bytes: [UInt8]) throws {
-        let tmp = statePath + ".tmp"
+    func write(_ path: String, _ bytes: [UInt8]) throws {
+        let tmp = path + ".tmp"
         let fd = try FD.open(tmp, flags: FD.writeOnly | FD.create | FD.truncate, mode: 0o600)
         do { try FD.writeAll(fd, bytes) } catch { FD.close(fd); throw error }
         FD.close(fd)
-        try FD.rename(tmp, statePath)
+        try FD.rename(tmp, path)
+    }
+
+    /// A clean stop: nothing to re-adopt next time.
+    func clear() {
+        for name in FD.listDirectory(dir) where name.hasSuffix(".json") || name.hasSuffix(".json.tmp") {
+            FD.unlink(dir + "/" + name)
+        }
+        dirtyRecords.removeAll()
+        goneHandles.removeAll()
+        daemonDirty = false
     }
 
     static func name(_ handle: Int, _ kind: String) -> String { "p\(handle).\(kind)" }
@@ -58,22 +78,33 @@ final class Persistence {
 // MARK: encoding
 
 extension Server {
-    func markStateDirty() { persistence?.dirty = true }
-
-    /// Writes the state file now if anything changed (before-sleep phase), or unconditionally with `force`.
-    func saveState(force: Bool = false) {
-        guard let persistence, exitCode == nil, force || persistence.dirty else { return }
-        persistence.dirty = false
-        do { try persistence.write(encodeState().serialized()) } catch {
-            log.error("msg=\"cannot write state file\" path=\(Log.q(persistence.statePath)) error=\(Log.q("\(error)"))")
-        }
+    /// `p` changed in a way that matters after a crash (started, exited, restarted, stdin closed…).
+    func markStateDirty(_ p: ProcessRecord) {
+        guard let persistence else { return }
+        persistence.dirtyRecords[p.handle] = p
+        persistence.daemonDirty = true
     }
 
-    func encodeState() -> JSONValue {
-        var list: [JSONValue] = []
-        for p in processes.values.sorted(by: { $0.handle < $1.handle }) { list.append(encodeRecord(p)) }
-        return .object([("version", .int(1)), ("daemon_pid", .int(Int64(ownership.daemonPid))),
-                        ("next_handle", .int(Int64(nextHandle))), ("processes", .array(list))])
+    /// Writes what changed (before-sleep phase); `all` rewrites every record (upgrade, restore).
+    func saveState(all: Bool = false) {
+        guard let persistence, exitCode == nil else { return }
+        if all { for p in processes.values { persistence.dirtyRecords[p.handle] = p }; persistence.daemonDirty = true }
+        do {
+            for h in persistence.goneHandles { FD.unlink(persistence.recordPath(h)) }
+            persistence.goneHandles.removeAll()
+            for (h, p) in persistence.dirtyRecords {
+                try persistence.write(persistence.recordPath(h), encodeRecord(p).serialized())
+            }
+            persistence.dirtyRecords.removeAll(keepingCapacity: true)
+            if persistence.daemonDirty {
+                persistence.daemonDirty = false
+                let d: JSONValue = .object([("version", .int(2)), ("daemon_pid", .int(Int64(ownership.daemonPid))),
+                                            ("next_handle", .int(Int64(nextHandle)))])
+                try persistence.write(persistence.daemonPath, d.serialized())
+            }
+        } catch {
+            log.error("msg=\"cannot write state\" dir=\(Log.q(persistence.dir)) error=\(Log.q("\(error)"))")
+        }
     }
 
     private func encodeRecord(_ p: ProcessRecord) -> JSONValue {
@@ -128,13 +159,13 @@ extension Server {
         var byName: [String: Int32] = [:]
         for (fd, name) in stored { if let old = byName[name] { FD.close(old) }; byName[name] = fd }
         func take(_ h: Int, _ kind: String) -> Int32? { byName.removeValue(forKey: Persistence.name(h, kind)) }
-        guard let state = persistence?.load(), case .array(let list)? = state["processes"] else {
+        guard let (state, list) = persistence.map({ $0.load() }), state != nil || !list.isEmpty else {
             for (name, fd) in byName { FD.close(fd); FDStore.remove(name: name) }
             return stored.isEmpty ? "nothing to restore" : "no state file: \(stored.count) stored fds dropped"
         }
-        if case .int(let n)? = state["next_handle"] { nextHandle = max(nextHandle, Int(n)) }
+        if case .int(let n)? = state?["next_handle"] { nextHandle = max(nextHandle, Int(n)) }
         var oldDaemon: Int32? = nil
-        if case .int(let n)? = state["daemon_pid"] { oldDaemon = Int32(n) }
+        if case .int(let n)? = state?["daemon_pid"] { oldDaemon = Int32(n) }
         var adopted = 0, exitedWhileDown = 0, lost = 0
         for entry in list {
             guard case .int(let h64)? = entry["handle"], case .int(let pid64)? = entry["pid"],
@@ -190,6 +221,7 @@ extension Server {
                     lost += 1
                 }
             }
+            if p.status == .running { runningCount += 1 }
             for (kind, stream) in [("out", OutputStream.stdout), ("err", .stderr)] {
                 guard let fd = take(h, kind) else { continue }
                 let src = PipeSource(server: self, process: p, stream: stream, fd: fd)
@@ -199,6 +231,7 @@ extension Server {
             }
             if let fd = take(h, "in") {
                 p.stdin = StdinSink(server: self, fd: fd)
+                p.stdin?.record = p
                 persistence?.store(fd, h, "in")
                 if !p.isRunning { p.stdin?.shut() }
             } else if spec.stdinMode == .pipe {
@@ -242,8 +275,7 @@ extension Server {
                 }
             }
         }
-        markStateDirty()
-        saveState(force: true)
+        saveState(all: true)
         return "adopted=\(adopted) exited_while_down=\(exitedWhileDown) lost=\(lost)"
     }
 
@@ -373,7 +405,7 @@ extension Server {
         log.info("msg=\"upgrade: re-executing\" path=\(Log.q(executablePath)) processes=\(processes.count)")
         if systemd.enabled { _ = try? Systemd.notify("RELOADING=1\nSTATUS=re-executing") }
         // Everything a pipe held is still in the pipe; what was read is in the memfd journals.
-        saveState(force: true)
+        saveState(all: true)
         var fds: [(Int32, String)] = []
         for l in listeners { fds.append((l.fd, "listen")) }
         for p in processes.values {

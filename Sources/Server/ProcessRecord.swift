@@ -161,7 +161,7 @@ final class StdinSink: EventHandler {
     var queueStart = 0
     var closed = false            // stdin/close was requested (the fd closes once the queue is flushed)
     var waiters: [() -> Void] = [] // connections paused because the queue was full
-    var handle: Int?               // set when its fd is in the fd store (to drop it when closed)
+    weak var record: ProcessRecord? // set when its fd is in the fd store (to drop it when closed)
 
     init(server: Server, fd: Int32) { self.server = server; self.fd = fd }
 
@@ -231,7 +231,10 @@ final class StdinSink: EventHandler {
     func shut() {
         closed = true
         if let reg { server.loop.deregister(reg); self.reg = nil }
-        if let handle, fd >= 0 { server.persistence?.drop(handle, "in"); server.markStateDirty() }
+        if let record, fd >= 0 {
+            server.persistence?.drop(record.handle, "in")
+            server.markStateDirty(record)
+        }
         FD.close(fd)
         fd = -1
         let w = waiters

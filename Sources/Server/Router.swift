@@ -86,5 +86,17 @@ enum Router {
         return d
     }
 
-    static func clip(_ s: String) -> String { s.count > 200 ? String(s.prefix(200)) + "…" : s }
+    // Hardening: bounded in UTF-8 bytes, not Characters (one Character can hold any number of combining
+    // marks, so a 200-Character prefix could be megabytes). Cut at a scalar boundary.
+    static func clip(_ s: String) -> String {
+        guard s.utf8.count > 200 else { return s }
+        var out = String.UnicodeScalarView()
+        var n = 0
+        for u in s.unicodeScalars {
+            n += UTF8.width(u)
+            if n > 200 { break }
+            out.append(u)
+        }
+        return String(out) + "…"
+    }
 }

@@ -33,6 +33,11 @@ public final class Server {
     let systemd = SystemdIntegration()   // systemd: READY/STATUS/WATCHDOG/STOPPING hooks (SystemdIntegration.swift)
     var stopping = false
     var upgrading = false
+    var orphanScanDue = false
+    /// Reserved low fds for CLONE_FILES spawns (nil: copy the fd table instead).
+    var spawnSlots: [Int32]?
+    /// Running records (kept as a counter: starts and /info must not walk the table).
+    var runningCount = 0
     var onStopped: (() -> Void)?
     public private(set) var exitCode: Int32? = nil
     let baseEnvironment: [(String, String)]
@@ -40,6 +45,12 @@ public final class Server {
     public init(config: Config) throws {
         self.config = config
         log = Log(level: config.logLevel)
+        // Four low fd slots for spawning with CLONE_FILES (Spawn.swift), taken before anything else so
+        // their numbers are small: the child copies only the fds below them.
+        var slots: [Int32] = []
+        for _ in 0..<4 { slots.append(try FD.open("/dev/null", flags: FD.readWrite)) }
+        spawnSlots = slots.max()! < 256 && Proc.getenv("TENDD_NO_CLONE_FILES") != "1" ? slots : nil
+        if spawnSlots == nil { for s in slots { FD.close(s) } }
         loop = try EventLoop()
         var exe = FD.readLink("/proc/self/exe") ?? CommandLine.arguments[0]
         if exe.hasSuffix(" (deleted)") { exe = String(exe.dropLast(10)) }
@@ -104,6 +115,7 @@ public final class Server {
     public var boundPorts: [UInt16] { listeners.compactMap { Socket.localPort($0.fd) } }
 
     public func start() throws {
+        ownership.isTrackedLeader = { [unowned self] pid in self.processes[pid]?.isRunning == true }
         Signal.ignorePipe()
         if !Proc.becomeSubreaper() { log.warn("msg=\"PR_SET_CHILD_SUBREAPER failed; orphans of children will not be reaped by tendd\"") }
         var signals = [Signal.term, Signal.int, Signal.hup, Signal.chld, Signal.usr2]
@@ -157,6 +169,7 @@ public final class Server {
 
     private func tick() {
         let now = loop.now
+        if orphanScanDue { orphanScanDue = false; reapOrphans() }
         for (_, c) in connections { c.checkDeadlines(now: now) }
         if config.exitedTTLms > 0 {
             let wall = Clock.wallMs()
@@ -182,12 +195,13 @@ public final class Server {
         guard let report else { return }   // spurious wake-up
         if let reg = p.pidfdReg { loop.deregister(reg); p.pidfdReg = nil }
         p.endedAt = Clock.wallMs()
+        runningCount -= 1
         switch report {
         case .exited(let code): p.status = .exited(code)
         case .signaled(let sig, _): p.status = ownership.oomKilled(p) && sig == Signal.kill ? .oomKilled : .signaled(sig)
         }
         // The state file must hold the exit before the pidfd that could tell it is given up.
-        markStateDirty()
+        markStateDirty(p)
         saveState()
         persistence?.drop(p.handle, "pid")
         FD.close(p.pidfd)
@@ -212,6 +226,7 @@ public final class Server {
         if p.managed == nil || p.managed!.status == .stopped { exitedOrder.append(p) }
         for w in waiters { w() }
         maybeComplete(p)
+        markStateDirty(p)
         evictExited()
     }
 
@@ -245,7 +260,8 @@ public final class Server {
         if processes[p.pid] === p { processes[p.pid] = nil }
         if let n = p.managed?.spec.name, names[n] === p { names[n] = nil }
         persistence?.drop(p.handle, "jnl")
-        markStateDirty()
+        persistence?.goneHandles.insert(p.handle)
+        persistence?.dirtyRecords[p.handle] = nil
         log.debug("msg=\"record forgotten\" pid=\(p.pid) handle=\(p.handle)")
     }
 
@@ -323,7 +339,7 @@ public final class Server {
         if let persistence {
             // A clean stop: nothing to re-adopt next time.
             for p in processes.values { for k in ["pid", "out", "err", "in", "jnl"] { persistence.drop(p.handle, k) } }
-            FD.unlink(persistence.statePath)
+            persistence.clear()
         }
         log.info("msg=stopped")
         exitCode = 0
@@ -370,6 +386,16 @@ final class SignalSource: EventHandler {
     var reg: Registration?
     init(server: Server, fd: Int32) { self.server = server; self.fd = fd }
     func handle(_ events: EpollEvents, _ loop: EventLoop) {
-        while let sig = try? Signal.read(fd) { server.handleSignal(sig) }
+        while let (sig, sender) = try? Signal.readWithSender(fd) {
+            if sig == Signal.chld {
+                // Our own children are reaped through their pidfds; scanning every child with
+                // waitid(P_ALL) is only needed for orphans (re-parented to us), so only when the
+                // SIGCHLD is not from a child we track, or (coalesced signals) at the next tick.
+                if let p = server.processes[sender], p.isRunning, p.pidfd >= 0 { server.orphanScanDue = true }
+                else { server.reapOrphans() }
+            } else {
+                server.handleSignal(sig)
+            }
+        }
     }
 }

@@ -9,8 +9,7 @@ extension Server {
     /// Validates limits, creates the record and launches its first run. Nothing is left behind on failure.
     func startProcess(_ spec: StartSpec) throws -> ProcessRecord {
         if stopping { throw APIError(503, "LIMIT_REACHED", "tendd is shutting down") }
-        let running = processes.values.reduce(0) { $0 + ($1.isRunning ? 1 : 0) }
-        if running >= config.maxProcesses {
+        if runningCount >= config.maxProcesses {
             throw APIError(503, "LIMIT_REACHED", "process limit reached (\(config.maxProcesses) running)")
         }
         if let name = spec.managed?.name, let other = names[name], other.managed?.status != .stopped {
@@ -98,6 +97,7 @@ extension Server {
         } catch let e as SysError {
             cleanup()
             if e.errno == EMFILE_ || e.errno == ENFILE_ {
+                log.warn("msg=\"spawn refused\" reason=fd_limit error=\(Log.q(e.description))")   // hardening: a log line per refusal
                 throw APIError(503, "LIMIT_REACHED", "out of file descriptors (\(e.reason))")
             }
             throw APIError(500, "SPAWN_FAILED", "cannot create pipes: \(e.reason)")
@@ -113,14 +113,14 @@ extension Server {
         var pid: Int32 = 0, pidfd: Int32 = -1
         do {
             do {
-                (pid, pidfd) = try Proc.spawn(plan)
+                (pid, pidfd) = try spawnParked(plan)
             } catch let f as SpawnFailure where f.step == "join cgroup" {
                 // The leaf is unusable (e.g. being removed): own this tree the fallback way instead.
                 log.warn("msg=\"cannot join cgroup leaf, using the fallback for this process\" leaf=\(Log.q(leaf ?? ""))) error=\(Log.q(f.reason))")
                 FD.close(plan.cgroupProcsFD)
                 toClose.removeAll { $0 == plan.cgroupProcsFD }
                 plan.cgroupProcsFD = -1
-                (pid, pidfd) = try Proc.spawn(plan)
+                (pid, pidfd) = try spawnParked(plan)
             }
         } catch let f as SpawnFailure {
             cleanup()
@@ -129,6 +129,7 @@ extension Server {
         } catch let e as SysError {
             cleanup()
             if e.errno == EAGAIN_ || e.errno == EMFILE_ || e.errno == ENFILE_ {
+                log.warn("msg=\"spawn refused\" reason=process_limit error=\(Log.q(e.description))")   // hardening: a log line per refusal
                 throw APIError(503, "LIMIT_REACHED", "cannot create a process now: \(e.reason)")
             }
             throw APIError(500, "SPAWN_FAILED", "cannot start \(Router.clip(spec.command)): \(e.reason)")
@@ -141,6 +142,7 @@ extension Server {
         record.startedAt = Clock.wallMs()
         record.endedAt = nil
         record.status = .running
+        runningCount += 1
         record.cgroupLeaf = plan.cgroupProcsFD >= 0 ? leaf : nil
         if let old = processes[pid], old !== record { forget(old) }     // a reused pid: the old record was exited
         processes[pid] = record
@@ -160,10 +162,38 @@ extension Server {
             persistence.store(stdoutRead, record.handle, "out")
             persistence.store(stderrRead, record.handle, "err")
             persistence.store(stdinWrite, record.handle, "in")
-            record.stdin?.handle = record.handle
-            markStateDirty()
+            record.stdin?.record = record
+            markStateDirty(record)
         }
         log.info("msg=\"process started\" pid=\(pid) handle=\(record.handle) command=\(Log.q(spec.command)) args=\(spec.args.count)\(record.cgroupLeaf != nil ? " cgroup=1" : "")")
         managedLaunched(record)
+    }
+
+    /// Spawns without copying the daemon's fd table (which holds 4+ fds per process: 16,000 with 4,000
+    /// processes): the child's fds are parked in reserved low slots, the child is cloned with
+    /// CLONE_FILES and takes a private copy of just the fds below the slots (CLOSE_RANGE_UNSHARE).
+    /// The slots go back to /dev/null (close-on-exec) right after, so no pipe end stays open here.
+    func spawnParked(_ plan: SpawnPlan) throws -> (pid: Int32, pidfd: Int32) {
+        guard let slots = spawnSlots else { return try Proc.spawn(plan) }
+        var p = plan
+        defer {
+            for s in slots { try? FD.dup2(devNull, s); try? FD.setCloexec(s, true) }
+        }
+        do {
+            try FD.dup2(plan.stdin, slots[0]); p.stdin = slots[0]
+            try FD.dup2(plan.stdout, slots[1]); p.stdout = slots[1]
+            try FD.dup2(plan.stderr, slots[2]); p.stderr = slots[2]
+            if plan.cgroupProcsFD >= 0 { try FD.dup2(plan.cgroupProcsFD, slots[3]); p.cgroupProcsFD = slots[3] }
+        } catch {
+            return try Proc.spawn(plan)
+        }
+        p.keepBelow = UInt32(slots.max()! + 1)
+        do {
+            return try Proc.spawn(p)
+        } catch let f as SpawnFailure where f.step == "unshare fd table" {
+            log.warn("msg=\"CLONE_FILES spawn unavailable, copying the fd table from now on\" error=\(Log.q(f.reason))")
+            spawnSlots = nil
+            return try Proc.spawn(plan)
+        }
     }
 }

@@ -86,9 +86,7 @@ public enum ProcScan {
         defer { closedir(dir) }
         var out: [Entry] = []
         while let ent = readdir(dir) {
-            let name = withUnsafeBytes(of: ent.pointee.d_name) { raw -> String in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
+            let name = direntName(ent)   // hardening: never load the whole dirent (ASan heap overflow; DirEntry.swift)
             guard let pid = Int32(name), let stat = try? FD.readFile("/proc/\(name)/stat", limit: 4096) else { continue }
             // "pid (comm) state ppid pgrp ...": comm may contain spaces and ')', so split after the last ')'.
             guard let close = stat.lastIndex(of: 0x29) else { continue }
@@ -97,6 +95,12 @@ public enum ProcScan {
             out.append(Entry(pid: pid, ppid: ppid, pgid: pgid))
         }
         return out
+    }
+
+    /// Our direct children (C: /proc/self/task/<pid>/children; the daemon has one thread).
+    public static func childrenOfSelf() -> [Int32] {
+        guard let b = try? FD.readFile("/proc/self/task/\(getpid())/children", limit: 1 << 22) else { return [] }
+        return String(decoding: b, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { Int32($0) }
     }
 
     /// True if /proc/<pid>/environ contains exactly `entry` ("K=V").

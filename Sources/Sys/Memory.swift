@@ -99,3 +99,17 @@ extension FD {
     /// C: unlink(2); ignores a missing file.
     public static func unlink(_ path: String) { _ = Glibc.unlink(path) }
 }
+
+extension FD {
+    /// The entry names of a directory (C: opendir/readdir), without "." and "..".
+    public static func listDirectory(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var out: [String] = []
+        while let ent = readdir(dir) {
+            let name = direntName(ent)   // hardening: never load the whole dirent (ASan heap overflow; DirEntry.swift)
+            if name != "." && name != ".." { out.append(name) }
+        }
+        return out
+    }
+}

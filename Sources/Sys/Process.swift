@@ -11,6 +11,8 @@ public struct SpawnPlan {
     public var stdin: Int32, stdout: Int32, stderr: Int32
     public var ids: (uid: UInt32, gid: UInt32, groups: [UInt32])?
     public var cgroupProcsFD: Int32 = -1
+    /// CLONE_FILES + CLOSE_RANGE_UNSHARE: every fd of the plan must be below `keepBelow`.
+    public var keepBelow: UInt32? = nil
     public init(path: String, argv: [String], env: [String], cwd: String?, stdin: Int32, stdout: Int32, stderr: Int32,
                 ids: (uid: UInt32, gid: UInt32, groups: [UInt32])?) {
         self.path = path; self.argv = argv; self.env = env; self.cwd = cwd
@@ -56,6 +58,7 @@ public enum Proc {
                                 p.groups = gp.baseAddress; p.ngroups = Int32(gp.count)
                             }
                             p.cgroup_procs_fd = plan.cgroupProcsFD
+                            if let k = plan.keepBelow { p.share_files = 1; p.keep_below = k }
                             let pid = tend_spawn(&p)
                             if pid < 0 { throw lastError("clone") }
                             if p.failed_step != 0 {
@@ -79,6 +82,7 @@ public enum Proc {
 
     static func stepName(_ s: Int32) -> String {
         switch Int(s) {
+        case Int(TEND_STEP_UNSHARE_FILES): return "unshare fd table"
         case Int(TEND_STEP_SETSID): return "setsid"
         case Int(TEND_STEP_CGROUP): return "join cgroup"
         case Int(TEND_STEP_DUP): return "dup2"

@@ -16,9 +16,15 @@ public enum Signal {
 
     /// One pending signal number, or nil.
     public static func read(_ fd: Int32) throws -> Int32? {
-        let s = tend_signalfd_read(fd, nil)
+        try readWithSender(fd)?.signal
+    }
+
+    /// One pending signal and the pid that sent it (for SIGCHLD: the child), or nil.
+    public static func readWithSender(_ fd: Int32) throws -> (signal: Int32, pid: Int32)? {
+        var pid: Int32 = 0
+        let s = tend_signalfd_read(fd, &pid)
         if s < 0 { throw lastError("read(signalfd)") }
-        return s == 0 ? nil : s
+        return s == 0 ? nil : (s, pid)
     }
 
     public static func ignorePipe() { tend_ignore_sigpipe() }

@@ -106,6 +106,12 @@ do {
         }
     }
 } catch { fail("\(error)") }
+// Move stored fds out of the low numbers (the Server reserves low slots for fast spawns).
+stored = stored.map { f in
+    guard let moved = try? FD.dup(f.fd, atLeast: 1024) else { return f }
+    FD.close(f.fd)
+    return (moved, f.name)
+}
 // After our own re-exec (upgrade) the inherited listeners are the very sockets the flags named.
 if Proc.getenv("TENDD_REEXEC") == "1" && !inherited.isEmpty { addresses = [] }
 if addresses.isEmpty && inherited.isEmpty { addresses = [.tcp(host: "127.0.0.1", port: 9501)] }

@@ -40,7 +40,7 @@ def test_unadoptable_processes_are_reported_and_killed(daemon_factory, tmp_path,
     m = f"1000.{secrets.randbelow(10**9):09d}"
     p = a.start("sh", ["-c", f"(setsid sleep {m} &); exec sleep {m}"])
     wait_for(lambda: len(procs_with(m)) >= 2, 5, what="the tree")
-    wait_for(lambda: (state / "state.json").exists(), 5, what="the state file")
+    wait_for(lambda: (state / "daemon.json").exists(), 5, what="the state file")
     a.proc.kill()                 # a crash outside systemd: no fd store keeps the pidfd or the pipes
     a.proc.wait(5)
     assert procs_with(m), "children outlive the crashed daemon"
