@@ -247,6 +247,13 @@ extension Server {
             if p.status != .running && (p.managed == nil || p.managed!.status == .stopped) { exitedOrder.append(p) }
         }
         for (name, fd) in byName {
+            if name.hasSuffix(".pid"), name.hasPrefix("p"), let h = Int(name.dropFirst().dropLast(4)) {
+                // A process whose record never reached the state files (a crash right after its start):
+                // it cannot be served, so it must not be leaked either.
+                log.error("msg=\"process without a record, killing its tree\" name=\(Log.q(name))")
+                _ = try? Proc.signal(pidfd: fd, Signal.kill)
+                if let oldDaemon { ownership.killMarked("\(Ownership.markerName)=\(oldDaemon).\(h)") }
+            }
             log.warn("msg=\"stored fd not claimed by any process, closing\" name=\(Log.q(name))")
             FD.close(fd)
             FDStore.remove(name: name)
