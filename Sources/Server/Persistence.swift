@@ -160,7 +160,13 @@ extension Server {
         for (fd, name) in stored { if let old = byName[name] { FD.close(old) }; byName[name] = fd }
         func take(_ h: Int, _ kind: String) -> Int32? { byName.removeValue(forKey: Persistence.name(h, kind)) }
         guard let (state, list) = persistence.map({ $0.load() }), state != nil || !list.isEmpty else {
-            for (name, fd) in byName { FD.close(fd); FDStore.remove(name: name) }
+            for (name, fd) in byName {
+                if name.hasSuffix(".pid") {
+                    log.error("msg=\"process without a record, killing it\" name=\(Log.q(name))")
+                    _ = try? Proc.signal(pidfd: fd, Signal.kill)
+                }
+                FD.close(fd); FDStore.remove(name: name)
+            }
             return stored.isEmpty ? "nothing to restore" : "no state file: \(stored.count) stored fds dropped"
         }
         if case .int(let n)? = state?["next_handle"] { nextHandle = max(nextHandle, Int(n)) }
