@@ -35,3 +35,12 @@ echo "== end-to-end and SDK tests"
 TENDD_BIN="$ROOT/.build/release/tendd" TEND_BIN="$ROOT/.build/release/tend" \
   "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e
 echo "== systemd tests (private systemd --user manager)"; tests/systemd/run.sh "$VENV/bin/python" "$ROOT/.build/release/tendd"
+
+# Hardening (README "Hardening and limits"): a bounded fuzz run, the suites under ASan, a soak under faults.
+# Each step fails the script on failure. Skip them with TEND_SKIP_HARDENING=1 (e.g. for a quick local run).
+if [ "${TEND_SKIP_HARDENING:-0}" != 1 ]; then
+  echo "== fuzz (bounded: 15 s per target)"; fuzz/run.sh 15
+  echo "== sanitizers (unit + e2e under ASan)"; scripts/sanitize.sh
+  echo "== soak under faults (240 s)"
+  SOAK_SECONDS=240 TENDD_BIN="$ROOT/.build/release/tendd" "$VENV/bin/python" tests/soak/soak.py
+fi
