@@ -454,6 +454,25 @@ class Collected:
 # --------------------------------------------------------------------------- daemon
 
 
+
+def procs_with(marker: str) -> list[int]:
+    """Live (non-zombie) processes whose command line contains `marker` (a unique test argument)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{d}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in cmd and state != "Z":
+            out.append(int(d))
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

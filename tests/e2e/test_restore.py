@@ -11,24 +11,7 @@ import time
 
 import pytest
 
-from conftest import Daemon, wait_for
-
-
-def procs_with(marker: str) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                cmd = f.read()
-            with open(f"/proc/{d}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker.encode() in cmd and state != "Z":
-            out.append(int(d))
-    return out
+from conftest import procs_with, Daemon, wait_for
 
 
 @pytest.mark.parametrize("mode", ["cgroup", "fallback"])
