@@ -107,6 +107,7 @@ public final class Server {
     }
 
     private func addListener(fd: Int32, label: String) throws {
+        reserveSpareFD()   // hardening: the spare fd exists before the first connection, not at it
         let l = Listener(server: self, fd: fd, label: label)
         l.reg = try loop.register(fd, .input, handler: l)
         listeners.append(l)
