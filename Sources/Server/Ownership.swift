@@ -37,14 +37,56 @@ final class Ownership {
     func marker(_ handle: Int) -> String { "\(daemonPid).\(handle)" }
 
     /// The leaf for `handle` (created if needed), or nil in fallback mode.
+    /// Creating and removing a cgroup (mkdir/rmdir in cgroupfs) costs about a quarter of a start's CPU:
+    /// empty leaves are kept in a small pool, refilled from a timer (off the request path) and fed by
+    /// leaves whose tree is gone.
+    private var pool: [String] = []
+    private var nextLeaf = 0
+    private var refillScheduled = false
+    static let poolTarget = 8
+    weak var loop: EventLoop?
+
     func prepareLeaf(_ handle: Int) -> String? {
         guard let base else { return nil }
-        let leaf = base + "/p\(handle)"
-        do { try Cgroup.makeDirectory(leaf) } catch {
-            log.warn("msg=\"cannot create cgroup leaf\" leaf=\(Log.q(leaf)) error=\(Log.q("\(error)"))")
-            return nil
+        defer { scheduleRefill() }
+        if let leaf = pool.popLast() { return leaf }
+        return makeLeaf(base)
+    }
+
+    /// A new, empty leaf. Never an existing directory: after an in-place upgrade (same pid, same subtree)
+    /// the leaves of re-adopted processes are still there, and sharing one would share its cgroup.kill.
+    private func makeLeaf(_ base: String) -> String? {
+        for _ in 0..<10_000 {
+            nextLeaf += 1
+            let leaf = base + "/l\(nextLeaf)"
+            do {
+                if try Cgroup.makeNewDirectory(leaf) { return leaf }
+            } catch {
+                log.warn("msg=\"cannot create cgroup leaf\" leaf=\(Log.q(leaf)) error=\(Log.q("\(error)"))")
+                return nil
+            }
         }
-        return leaf
+        return nil
+    }
+
+    private func scheduleRefill() {
+        guard let loop, !refillScheduled, pool.count < Ownership.poolTarget else { return }
+        refillScheduled = true
+        loop.schedule(afterMs: 1) { [weak self] in
+            guard let self, let base = self.base else { return }
+            self.refillScheduled = false
+            var made = 0
+            while self.pool.count < Ownership.poolTarget && made < 4, let leaf = self.makeLeaf(base) {
+                self.pool.append(leaf); made += 1
+            }
+            self.scheduleRefill()
+        }
+    }
+
+    /// An empty leaf goes back to the pool (or away when the pool is full).
+    private func recycle(_ leaf: String) {
+        guard let base, leaf.hasPrefix(base + "/") else { Cgroup.remove(leaf); return }
+        if pool.count < 2 * Ownership.poolTarget && !Cgroup.populated(leaf) { pool.append(leaf) } else { Cgroup.remove(leaf) }
     }
 
     /// Signal for the process group only (send_signal semantics: like terminal job control).
@@ -104,7 +146,7 @@ final class Ownership {
                 removeWhenEmpty(leaf, loop: loop, attempts: 50)
                 return true
             }
-            Cgroup.remove(leaf)      // recreated by the next launch of a managed process
+            recycle(leaf)            // a managed process's next run takes a fresh leaf from the pool
             return false
         }
         // The /proc scan costs O(processes on the host): skip it when nothing can be left, i.e. the
@@ -115,13 +157,17 @@ final class Ownership {
         let rest = fallbackTree(p)
         for pid in rest { ProcScan.signal(pid, Signal.kill) }
         _ = Proc.signalGroup(p.pid, Signal.kill)
+        // A descendant caught between fork and exec (its /proc entry briefly unreadable) can slip past
+        // one scan: sweep once more for this tree's marker shortly after, wherever it was re-parented.
+        let tag = "\(Ownership.markerName)=\(marker(p.handle))"
+        loop.schedule(afterMs: 100) { [weak self] in self?.killMarked(tag) }
         return !rest.isEmpty
     }
 
     private func removeWhenEmpty(_ leaf: String, loop: EventLoop, attempts: Int) {
         loop.schedule(afterMs: 20) { [weak self] in
             guard let self else { return }
-            if Cgroup.remove(leaf) { return }
+            if !Cgroup.populated(leaf) { self.recycle(leaf); return }
             if attempts > 0 { self.removeWhenEmpty(leaf, loop: loop, attempts: attempts - 1) }
             else { self.log.warn("msg=\"cgroup leaf still busy\" leaf=\(Log.q(leaf))") }
         }
@@ -129,7 +175,14 @@ final class Ownership {
 
     /// On exit of the daemon: remove our (empty) subtree.
     func removeSubtree(_ leaves: [String]) {
-        for l in leaves { Cgroup.kill(l); Cgroup.remove(l) }
+        var parents = Set<String>()
+        for l in leaves {
+            Cgroup.kill(l); Cgroup.remove(l)
+            if let slash = l.lastIndex(of: "/") { parents.insert(String(l[..<slash])) }
+        }
+        for l in pool { Cgroup.remove(l) }
+        for p in parents where p != base { Cgroup.remove(p) }   // subtrees of daemons before a restart
+        pool.removeAll()
         if let base { Cgroup.remove(base) }
     }
 

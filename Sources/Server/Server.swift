@@ -118,6 +118,7 @@ public final class Server {
 
     public func start() throws {
         ownership.isTrackedLeader = { [unowned self] pid in self.processes[pid]?.isRunning == true }
+        ownership.loop = loop
         Signal.ignorePipe()
         if !Proc.becomeSubreaper() { log.warn("msg=\"PR_SET_CHILD_SUBREAPER failed; orphans of children will not be reaped by tendd\"") }
         var signals = [Signal.term, Signal.int, Signal.hup, Signal.chld, Signal.usr2]

@@ -31,6 +31,13 @@ public enum Cgroup {
         if mkdir(path, 0o755) < 0 && errno != EEXIST { throw lastError("mkdir(\(path))") }
     }
 
+    /// C: mkdir(2) of a directory that must not exist yet: false if it does (EEXIST).
+    public static func makeNewDirectory(_ path: String) throws -> Bool {
+        if mkdir(path, 0o755) == 0 { return true }
+        if errno == EEXIST { return false }
+        throw lastError("mkdir(\(path))")
+    }
+
     /// C: rmdir(2) of a leaf; false while it still has processes (EBUSY) or on other errors.
     @discardableResult
     public static func remove(_ path: String) -> Bool { rmdir(path) == 0 || errno == ENOENT }

@@ -369,6 +369,9 @@ def test_stop_leaves_nothing_behind(mgr, tmp_path):
     pid = mgr.main_pid()
     plain = mgr.start_process("sleep", ["300"])
     stubborn = mgr.start_process("sh", ["-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done"])
+    # Its TERM trap must be in place before the stop (it prints "ready" right after installing it).
+    wait_for(lambda: mgr.request("GET", f"/api/v1/processes/{stubborn}/stdout")[1]["lines"] == ["ready"], 5,
+             "the stubborn child's trap")
     escaped_file = tmp_path / "escaped.pid"
     # A grandchild in its own session: tendd's group signals miss it; its cgroup leaf's cgroup.kill does not.
     escaper = mgr.start_process("sh", ["-c", f"setsid sleep 300 & echo $! > {escaped_file}; exec sleep 300"])
