@@ -183,6 +183,8 @@ final class Ownership {
         for l in pool { Cgroup.remove(l) }
         for p in parents where p != base { Cgroup.remove(p) }   // subtrees of daemons before a restart
         pool.removeAll()
+        // Leaves of an earlier image of this daemon (before an in-place upgrade) are ours too.
+        if let base { for name in FD.listDirectory(base) where name.hasPrefix("l") { Cgroup.kill(base + "/" + name); Cgroup.remove(base + "/" + name) } }
         if let base { Cgroup.remove(base) }
     }
 
