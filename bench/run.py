@@ -15,7 +15,8 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 BIN = os.path.join(BENCH, ".bin")
 RESULTS = os.path.join(BENCH, "results")
-TENDD_PORT, BASE_PORT = 19501, 19601
+_PORT_BASE = int(os.environ.get("TEND_BENCH_PORT", "19501"))  # two runs at once need different bases
+TENDD_PORT, BASE_PORT = _PORT_BASE, _PORT_BASE + 100
 
 procs = []        # Popen objects we started
 held_pids = set() # children started through the APIs we hold (killed at exit)
