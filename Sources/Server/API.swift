@@ -11,7 +11,8 @@ enum Outcome {
     case rawJSON(Int, [UInt8])
     case noContent
     case error(APIError)
-    case streaming(Follower)
+    case bytes(Int, String, [UInt8], [(String, String)])   // status, content type, body, headers
+    case streaming(StreamProducer)
     /// The answer comes later through `Connection.complete(_:)`.
     case pending
 }
@@ -177,6 +178,8 @@ extension Server {
             case .output(let id, let filter, _):
                 let p = try lookup(id)
                 return .rawJSON(200, outputResponse(p, filter))
+            case .raw(let id, let stream):
+                return try rawOutput(try lookup(id), stream, head, connection)
             case .follow(let id, let filter, let tagged):
                 let p = try lookup(id)
                 let after = try resumePoint(head)

@@ -11,6 +11,9 @@ public struct Config {
     public var journalBytes = 1 << 20
     /// Longest line delivered as one event; longer lines are split into several events.
     public var maxLineBytes = 64 << 10
+    /// Per-stream raw byte ring (the `…/stdout/raw` view, resumable by byte offset). 0 turns the raw view
+    /// off. Touched lazily like the journal: a quiet stream costs nothing.
+    public var rawBytes = 256 << 10
     public var maxExited = 1000
     public var exitedTTLms: Int64 = 24 * 3600 * 1000
     public var maxConnections = 1024

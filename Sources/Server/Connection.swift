@@ -44,7 +44,7 @@ final class Connection: EventHandler {
     private var body: [UInt8] = []
     private var scratch: [UInt8] = []
     private var paused = false
-    var follower: Follower?
+    var follower: StreamProducer?
 
     init(server: Server, fd: Int32) {
         self.server = server
@@ -276,6 +276,8 @@ final class Connection: EventHandler {
             sendError(e, close: !head.keepAlive)
         case .rawJSON(let status, let bytes):
             sendRaw(status: status, contentType: "application/json", body: bytes, extraHeaders: [], close: !head.keepAlive)
+        case .bytes(let status, let type, let bytes, let headers):
+            sendRaw(status: status, contentType: type, body: bytes, extraHeaders: headers, close: !head.keepAlive)
         case .streaming(let f):
             state = .streaming
             follower = f
@@ -343,9 +345,61 @@ final class Connection: EventHandler {
         server.markDirty(self)
     }
 
-    /// The stream's body ended (last chunk written): back to reading requests, or close.
-    func endStream() {
-        out.append(contentsOf: lastChunk)
+    /// Sends one chunk whose payload is `a` then `b`, memory that may change once this returns (a ring):
+    /// straight from it in one gather write when nothing is queued; what the socket does not take is
+    /// copied into the queue.
+    func sendChunk(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) {
+        let n = a.count + b.count
+        guard n > 0, !closed else { return }
+        var head: [UInt8] = []
+        appendHex(n, to: &head)
+        head.append(0x0D); head.append(0x0A)
+        let crlf: [UInt8] = [0x0D, 0x0A]
+        var sent = 0
+        let direct = pendingOutput == 0
+        if direct {
+            do {
+                sent = try head.withUnsafeBytes { h in try crlf.withUnsafeBytes { c in try Socket.send(fd, h, a, b, c) } }
+            } catch {
+                close(reason: "write error"); return
+            }
+            if sent > 0 { lastActivity = server.loop.now }
+        }
+        // Queue the rest of [head, a, b, crlf] from byte `sent` on.
+        var skip = sent
+        head.withUnsafeBytes { h in
+            crlf.withUnsafeBytes { c in
+                for part in [h, a, b, c] {
+                    if skip >= part.count { skip -= part.count; continue }
+                    out.append(contentsOf: UnsafeRawBufferPointer(rebasing: part[skip...]))
+                    skip = 0
+                }
+            }
+        }
+        if pendingOutput > 0 {
+            if direct { writeBlocked = true }     // the socket took less than offered: wait for EPOLLOUT
+            server.markDirty(self)
+        }
+        lastWriteAt = server.loop.now
+    }
+
+    private func appendHex(_ v: Int, to out: inout [UInt8]) {
+        let digits: [UInt8] = Array("0123456789abcdef".utf8)
+        var shift = 60
+        while shift > 0 && (v >> shift) & 0xF == 0 { shift -= 4 }
+        while shift >= 0 { out.append(digits[(v >> shift) & 0xF]); shift -= 4 }
+    }
+
+    /// The stream's body ended (last chunk written, with optional trailer fields): back to reading
+    /// requests, or close.
+    func endStream(trailers: [(String, String)] = []) {
+        if trailers.isEmpty {
+            out.append(contentsOf: lastChunk)
+        } else {
+            out.append(contentsOf: "0\r\n".utf8)
+            for (k, v) in trailers { out.append(contentsOf: "\(k): \(v)\r\n".utf8) }
+            out.append(contentsOf: "\r\n".utf8)
+        }
         follower = nil
         let keep = head?.keepAlive ?? false
         requestDone(status: 200, bytes: -1)

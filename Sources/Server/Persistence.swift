@@ -144,6 +144,7 @@ extension Server {
             ("cgroup_leaf", p.cgroupLeaf.map { .string($0) } ?? .null),
             ("stdin_closed", .bool(p.stdin?.closed ?? true)), ("is_run", .bool(p.isRun)),
             ("journal_bytes", .int(Int64(p.journal.maxBytes))), ("max_line_bytes", .int(Int64(p.journal.maxLineBytes))),
+            ("raw_bytes", .int(Int64(p.rawOut?.capacity ?? p.rawErr?.capacity ?? 0))),
             ("managed", managed),
         ])
     }
@@ -179,24 +180,22 @@ extension Server {
             let h = Int(h64)
             let maxBytes = Int(entry["journal_bytes"].flatMap { if case .int(let n) = $0 { return n } else { return nil } } ?? Int64(config.journalBytes))
             let maxLine = Int(entry["max_line_bytes"].flatMap { if case .int(let n) = $0 { return n } else { return nil } } ?? Int64(config.maxLineBytes))
-            var journal: Journal? = nil
-            var region: SharedRegion? = nil
+            let rawBytes = Int(entry["raw_bytes"].flatMap { if case .int(let n) = $0 { return n } else { return nil } } ?? Int64(0))
+            var output: OutputStorage? = nil
             if let jfd = take(h, "jnl") {
                 do {
                     let r = try SharedRegion(adopting: jfd)
-                    journal = try JournalRegion.make(r.bytes, maxBytes: maxBytes, maxLineBytes: maxLine, fresh: false)
-                    region = r
+                    output = try OutputLayout(maxBytes: maxBytes, maxLineBytes: maxLine, rawBytes: rawBytes).open(r, fresh: false, log: log)
                 } catch {
                     log.error("msg=\"journal not recoverable\" handle=\(h) error=\(Log.q("\(error)"))")
                 }
             }
-            if journal == nil {
+            if output == nil {
                 log.warn("msg=\"journal lost, starting an empty one\" handle=\(h)")
-                (journal, region) = makeJournal(handle: h, maxBytes: maxBytes, maxLineBytes: maxLine)
+                output = makeOutput(handle: h, maxBytes: maxBytes, maxLineBytes: maxLine, rawBytes: rawBytes)
             }
-            let p = ProcessRecord(handle: h, spec: spec, journal: journal!)
-            p.region = region
-            if let region { persistence?.store(region.fd, h, "jnl") }
+            let p = ProcessRecord(handle: h, spec: spec, output: output!)
+            if let region = p.region { persistence?.store(region.fd, h, "jnl") }
             p.pid = Int32(pid64)
             if case .int(let t)? = entry["started_at"] { p.startedAt = t }
             if case .int(let t)? = entry["ended_at"] { p.endedAt = t }
@@ -368,18 +367,21 @@ extension Server {
         }
     }
 
-    /// A journal for a new record: in a memfd (crash-safe) when persistence is on, else on the heap.
-    func makeJournal(handle: Int, maxBytes: Int, maxLineBytes: Int) -> (Journal, SharedRegion?) {
+    /// The output storage of a new record (journal + raw rings): in one memfd (crash-safe) when
+    /// persistence is on, else on the heap.
+    func makeOutput(handle: Int, maxBytes: Int, maxLineBytes: Int, rawBytes: Int) -> OutputStorage {
         if persistence != nil {
             do {
-                let r = try SharedRegion(name: "tendd-p\(handle)", size: try JournalRegion.size(maxBytes: maxBytes, maxLineBytes: maxLineBytes))
-                let j = try JournalRegion.make(r.bytes, maxBytes: maxBytes, maxLineBytes: maxLineBytes, fresh: true)
-                return (j, r)
+                let layout = OutputLayout(maxBytes: maxBytes, maxLineBytes: maxLineBytes, rawBytes: rawBytes)
+                let r = try SharedRegion(name: "tendd-p\(handle)", size: layout.size)
+                return try layout.open(r, fresh: true)
             } catch {
                 log.warn("msg=\"memfd journal unavailable, using the heap (not crash-safe)\" error=\(Log.q("\(error)"))")
             }
         }
-        return (Journal(maxBytes: maxBytes, maxLineBytes: maxLineBytes), nil)
+        let ring = { rawBytes > 0 ? ByteRing(capacity: rawBytes) : nil }
+        return OutputStorage(journal: Journal(maxBytes: maxBytes, maxLineBytes: maxLineBytes),
+                             rawOut: ring(), rawErr: ring(), region: nil)
     }
 }
 
@@ -452,12 +454,40 @@ extension Server {
     }
 }
 
-/// The seam to the journal's shared-region mode (Supervision.Journal(region:…)).
-enum JournalRegion {
-    static func size(maxBytes: Int, maxLineBytes: Int) throws -> Int {
-        Journal.regionSize(maxBytes: maxBytes, maxLineBytes: maxLineBytes)
-    }
-    static func make(_ region: UnsafeMutableRawBufferPointer, maxBytes: Int, maxLineBytes: Int, fresh: Bool) throws -> Journal {
-        try Journal(region: region, maxBytes: maxBytes, maxLineBytes: maxLineBytes, fresh: fresh)
+/// A record's output: the line journal and the raw rings, and the memfd they live in (crash-safe mode).
+struct OutputStorage {
+    var journal: Journal
+    var rawOut: ByteRing?
+    var rawErr: ByteRing?
+    var region: SharedRegion?
+}
+
+/// Where the journal and the raw rings sit in one memfd: `[journal][raw stdout][raw stderr]`, each part
+/// page-aligned (untouched pages cost nothing). `rawBytes` 0: no raw rings.
+struct OutputLayout {
+    let maxBytes: Int, maxLineBytes: Int, rawBytes: Int
+    var journalSize: Int { Journal.regionSize(maxBytes: maxBytes, maxLineBytes: maxLineBytes) }
+    var rawSize: Int { rawBytes > 0 ? (ByteRing.regionSize(capacity: rawBytes) + 4095) & ~4095 : 0 }
+    var size: Int { journalSize + 2 * rawSize }
+
+    /// Builds (fresh) or recovers the storage in `region`. The journal must recover; a raw ring that does
+    /// not (a region from a daemon without raw rings, or a damaged header) is left out.
+    func open(_ region: SharedRegion, fresh: Bool, log: Log? = nil) throws -> OutputStorage {
+        let b = region.bytes
+        let journal = try Journal(region: UnsafeMutableRawBufferPointer(rebasing: b[0..<min(b.count, journalSize)]),
+                                  maxBytes: maxBytes, maxLineBytes: maxLineBytes, fresh: fresh)
+        var rings: [ByteRing?] = [nil, nil]
+        if rawBytes > 0 && b.count >= size {
+            for k in 0..<2 {
+                let at = journalSize + k * rawSize
+                do {
+                    rings[k] = try ByteRing(region: UnsafeMutableRawBufferPointer(rebasing: b[at..<(at + rawSize)]),
+                                            capacity: rawBytes, fresh: fresh)
+                } catch {
+                    log?.warn("msg=\"raw output not recoverable\" stream=\(k == 0 ? "stdout" : "stderr") error=\(Log.q("\(error)"))")
+                }
+            }
+        }
+        return OutputStorage(journal: journal, rawOut: rings[0], rawErr: rings[1], region: region)
     }
 }

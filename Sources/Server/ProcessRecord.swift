@@ -52,6 +52,10 @@ public final class ProcessRecord {
     var endedAt: Int64?
     var status: ProcessStatus = .running
     let journal: Journal
+    /// The raw bytes of stdout and stderr (nil: raw view off, or not recoverable after a restart).
+    var rawOut: ByteRing?
+    var rawErr: ByteRing?
+    func raw(_ s: OutputStream) -> ByteRing? { s == .stdout ? rawOut : rawErr }
     /// The memfd mapping the journal lives in (crash-safe mode), kept alive with the record.
     var region: SharedRegion?
 
@@ -59,7 +63,7 @@ public final class ProcessRecord {
     var pidfdReg: Registration?
     var outputs: [PipeSource] = []       // open capture pipes (removed at EOF)
     var stdin: StdinSink?
-    var followers: [ObjectIdentifier: Follower] = [:]
+    var followers: [ObjectIdentifier: StreamProducer] = [:]
     var drainTimer: TimerID?
     var exitSource: ExitSource?
     var exitWaiters: [() -> Void] = []
@@ -77,13 +81,16 @@ public final class ProcessRecord {
         status != .running && outputs.isEmpty && (managed == nil || managed!.status == .stopped)
     }
 
-    init(handle: Int, spec: StartSpec, journal: Journal) {
+    init(handle: Int, spec: StartSpec, output: OutputStorage) {
         self.handle = handle
         self.pid = 0
         self.pidfd = -1
         self.spec = spec
         self.startedAt = 0
-        self.journal = journal
+        self.journal = output.journal
+        self.region = output.region
+        if spec.stdoutMode == .capture { rawOut = output.rawOut }
+        if spec.stderrMode == .capture { rawErr = output.rawErr }
     }
 
     var isRunning: Bool { status == .running }
@@ -123,7 +130,9 @@ final class PipeSource: EventHandler {
             case .bytes(let n):
                 let now = Clock.wallMs()
                 server.readBuffer.withUnsafeBytes { raw in
-                    _ = process.journal.append(UnsafeRawBufferPointer(rebasing: raw[0..<n]), from: stream, nowMs: now)
+                    let bytes = UnsafeRawBufferPointer(rebasing: raw[0..<n])
+                    process.raw(stream)?.append(bytes)
+                    _ = process.journal.append(bytes, from: stream, nowMs: now)
                 }
                 server.outputArrived(process)
                 if n < server.readBuffer.count { return }   // the pipe is (very likely) empty now

@@ -10,6 +10,7 @@ enum Route {
     case stdin(String), stdinClose(String)
     case output(String, StreamFilter, tagged: Bool)
     case follow(String, StreamFilter, tagged: Bool)
+    case raw(String, OutputStream)
 
     enum BodyKind { case none, json, stdin }
     var bodyKind: BodyKind {
@@ -65,6 +66,8 @@ enum Router {
             case ("stdout", "follow"): return need("GET", .follow(p, .stdout, tagged: false))
             case ("stderr", "follow"): return need("GET", .follow(p, .stderr, tagged: false))
             case ("output", "follow"): return need("GET", .follow(p, .both, tagged: true))
+            case ("stdout", "raw"): return need("GET", .raw(p, .stdout))
+            case ("stderr", "raw"): return need("GET", .raw(p, .stderr))
             default: break
             }
         default: break

@@ -15,9 +15,10 @@ extension Server {
         if let name = spec.managed?.name, let other = names[name], other.managed?.status != .stopped {
             throw APIError(409, "NAME_IN_USE", "a managed process named \(Router.clip(name)) already exists (pid \(other.pid))")
         }
-        let (journal, region) = makeJournal(handle: nextHandle, maxBytes: config.journalBytes, maxLineBytes: config.maxLineBytes)
-        let record = ProcessRecord(handle: nextHandle, spec: spec, journal: journal)
-        record.region = region
+        let output = makeOutput(handle: nextHandle, maxBytes: config.journalBytes, maxLineBytes: config.maxLineBytes,
+                                rawBytes: config.rawBytes)
+        let record = ProcessRecord(handle: nextHandle, spec: spec, output: output)
+        let region = record.region
         if let m = spec.managed { record.managed = ManagedState(spec: m, handle: nextHandle) }
         try launch(record)
         nextHandle += 1

@@ -87,10 +87,33 @@ public enum Socket {
     /// C: shutdown(SHUT_WR): send FIN after the last response but keep reading (lingering close).
     public static func shutdownWrite(_ fd: Int32) { shutdown(fd, Int32(SHUT_WR)) }
 
-    /// C: writev(2) of several buffers; returns bytes written or 0 when it would block.
+    /// C: send(2) with MSG_NOSIGNAL; returns bytes written or 0 when it would block.
     public static func send(_ fd: Int32, _ buf: UnsafeRawBufferPointer) throws -> Int {
         guard let n = try retrying("send", { Glibc.send(fd, buf.baseAddress, buf.count, Int32(MSG_NOSIGNAL)) }) else { return 0 }
         return n
+    }
+
+    /// C: sendmsg(2) of up to 4 buffers (a gather write, MSG_NOSIGNAL); returns bytes written or 0 when
+    /// it would block. Empty buffers are skipped.
+    public static func send(_ fd: Int32, _ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer,
+                            _ c: UnsafeRawBufferPointer, _ d: UnsafeRawBufferPointer) throws -> Int {
+        var iov = (iovec(), iovec(), iovec(), iovec())
+        var n = 0
+        withUnsafeMutableBytes(of: &iov) { raw in
+            let v = raw.bindMemory(to: iovec.self)
+            for buf in [a, b, c, d] where buf.count > 0 {
+                v[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: buf.baseAddress), iov_len: buf.count)
+                n += 1
+            }
+        }
+        if n == 0 { return 0 }
+        let r = try withUnsafeMutableBytes(of: &iov) { raw -> Int? in
+            var msg = msghdr()
+            msg.msg_iov = raw.baseAddress!.assumingMemoryBound(to: iovec.self)
+            msg.msg_iovlen = n
+            return try retrying("sendmsg") { sendmsg(fd, &msg, Int32(MSG_NOSIGNAL)) }
+        }
+        return r ?? 0
     }
 
     /// A non-blocking IPv4 connect that may still be in progress (EINPROGRESS); watch for writability,

@@ -10,6 +10,7 @@ usage: tendd [--listen ADDR]... --token-file PATH [options]
   --log-level LEVEL        debug | info | warn | error (default info)
   --journal-bytes N        output kept per process (default 1048576)
   --max-line-bytes N       longest line before it is split into several events (default 65536)
+  --raw-bytes N            raw byte ring per output stream for …/stdout/raw (default 262144; 0 = off)
   --max-exited N           exited process records kept (default 1000)
   --exited-ttl-s N         seconds an exited record is kept (default 86400; 0 = no age limit)
   --max-connections N      concurrent client connections (default 1024)
@@ -64,6 +65,7 @@ while let a = args.popFirst() {
         config.logLevel = l
     case "--journal-bytes": config.journalBytes = max(4096, number(flag))
     case "--max-line-bytes": config.maxLineBytes = max(16, number(flag))
+    case "--raw-bytes": let n = number(flag); config.rawBytes = n == 0 ? 0 : max(16 << 10, n)
     case "--max-exited": config.maxExited = number(flag)
     case "--exited-ttl-s": config.exitedTTLms = Int64(number(flag)) * 1000
     case "--max-connections": config.maxConnections = max(1, number(flag))

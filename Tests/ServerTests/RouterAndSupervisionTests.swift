@@ -23,6 +23,7 @@ final class RouterTests: XCTestCase {
             case .stdinClose(let p): return "stdin-close \(p)"
             case .output(let p, let f, let tagged): return "output \(p) \(f.rawValue) \(tagged)"
             case .follow(let p, let f, let tagged): return "follow \(p) \(f.rawValue) \(tagged)"
+            case .raw(let p, let s): return "raw \(p) \(s.rawValue)"
             }
         }
     }
@@ -35,6 +36,10 @@ final class RouterTests: XCTestCase {
             ("GET", "/api/v1/processes", "list"),
             ("POST", "/api/v1/processes", "start"),
             ("DELETE", "/api/v1/processes", "405 METHOD_NOT_ALLOWED"),
+            ("GET", "/api/v1/processes/7/stdout/raw", "raw 7 1"),
+            ("GET", "/api/v1/processes/7/stderr/raw", "raw 7 2"),
+            ("POST", "/api/v1/processes/7/stdout/raw", "405 METHOD_NOT_ALLOWED"),
+            ("GET", "/api/v1/processes/7/output/raw", "404 NOT_FOUND"),
             ("POST", "/api/v1/processes/run", "run"),
             ("GET", "/api/v1/processes/run", "get run"),            // `run` is a valid managed name
             ("DELETE", "/api/v1/processes/run", "delete run"),
