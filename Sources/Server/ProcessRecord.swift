@@ -120,28 +120,52 @@ final class PipeSource: EventHandler {
         while reads < maxReads {
             reads += 1
             let r: IOResult
+            let wanted: Int
             do {
-                r = try server.readBuffer.withUnsafeMutableBytes { try FD.read(fd, into: $0) }
+                (r, wanted) = try readOnce(process)
             } catch {
                 server.log.warn("msg=\"pipe read failed\" pid=\(process.pid) error=\(Log.q("\(error)"))")
                 close(); return
             }
             switch r {
             case .bytes(let n):
-                let now = Clock.wallMs()
-                server.readBuffer.withUnsafeBytes { raw in
-                    let bytes = UnsafeRawBufferPointer(rebasing: raw[0..<n])
-                    process.raw(stream)?.append(bytes)
-                    _ = process.journal.append(bytes, from: stream, nowMs: now)
-                }
                 server.outputArrived(process)
-                if n < server.readBuffer.count { return }   // the pipe is (very likely) empty now
+                if n < wanted { return }   // the pipe is (very likely) empty now
+                // A flood: hand this read to the raw readers before reading more, so the ring is not
+                // overrun behind them (they send straight from it; SSE followers batch in before-sleep).
+                for (_, f) in process.followers where f is RawFollower { f.pump() }
             case .wouldBlock:
                 return
             case .eof:
                 close(); return
             }
         }
+    }
+
+    /// One read of the pipe into the journal. With a raw ring the read goes straight into the ring and the
+    /// journal is fed from there (one copy less); else through the server's shared read buffer.
+    private func readOnce(_ process: ProcessRecord) throws -> (IOResult, wanted: Int) {
+        var result = IOResult.wouldBlock
+        if let ring = process.raw(stream) {
+            var wanted = 0
+            try ring.fill(max: server.readBuffer.count, { space in
+                wanted = space.count
+                result = try FD.read(fd, into: space)
+                if case .bytes(let n) = result { return n }
+                return 0
+            }, then: { bytes in
+                if bytes.count > 0 { process.journal.append(bytes, from: stream, nowMs: Clock.wallMs()) }
+            })
+            return (result, wanted)
+        }
+        result = try server.readBuffer.withUnsafeMutableBytes { try FD.read(fd, into: $0) }
+        if case .bytes(let n) = result {
+            let now = Clock.wallMs()
+            server.readBuffer.withUnsafeBytes { raw in
+                _ = process.journal.append(UnsafeRawBufferPointer(rebasing: raw[0..<n]), from: stream, nowMs: now)
+            }
+        }
+        return (result, server.readBuffer.count)
     }
 
     /// EOF or forced close: the partial line becomes a line, the fd is closed.

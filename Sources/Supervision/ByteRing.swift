@@ -71,7 +71,7 @@ public final class ByteRing {
         if owned { base?.deallocate() }
     }
 
-    private static func commitSize(_ capacity: Int) -> Int { min(64 << 10, capacity / 4) }
+    private static func commitSize(_ capacity: Int) -> Int { min(1 << 20, capacity / 4) }
 
     /// Bytes the ring keeps: offsets [firstOffset, total) are readable.
     public var window: Int { capacity - commitEvery }
@@ -116,6 +116,26 @@ public final class ByteRing {
             left -= piece
             publish()
         }
+    }
+
+    /// Reads straight into the ring (no copy through another buffer): `read` gets the free space at the
+    /// tail, contiguous and at most `max` (and `commitEvery`) bytes, and returns how many it filled (or
+    /// throws, nothing committed). Those bytes are committed and passed to `then`, in place.
+    public func fill<R>(max: Int, _ read: (UnsafeMutableRawBufferPointer) throws -> Int,
+                        then: (UnsafeRawBufferPointer) -> R) rethrows -> R {
+        if base == nil {
+            base = UnsafeMutableRawPointer.allocate(byteCount: ByteRing.regionSize(capacity: capacity), alignment: 4096)
+            base!.storeBytes(of: 0, toByteOffset: validFromOffset, as: UInt64.self)
+            owned = true
+        }
+        let at = Int(total % UInt64(capacity))
+        let room = Swift.min(max, commitEvery, capacity - at)
+        let space = UnsafeMutableRawBufferPointer(start: base! + headerSize + at, count: room)
+        let n = try read(space)
+        precondition(n >= 0 && n <= room, "ByteRing.fill: read returned \(n) for \(room) bytes")
+        total &+= UInt64(n)
+        if n > 0 { publish() }
+        return then(UnsafeRawBufferPointer(start: space.baseAddress, count: n))
     }
 
     @inline(__always)

@@ -1144,6 +1144,15 @@ private func load8(_ p: UnsafePointer<UInt8>) -> UInt64 {
 private func findNewline(_ src: UnsafePointer<UInt8>, from: Int, end: Int) -> (Int, Bool) {
     var i = from
     var seen: UInt64 = 0
+    // 32 bytes per step while there is no "\n" in them (long lines), then 8 at a time to find it.
+    while i &+ 32 <= end {
+        let a = load8(src + i), b = load8(src + (i &+ 8)), c = load8(src + (i &+ 16)), d = load8(src + (i &+ 24))
+        let xa = a ^ (lowBits &* 0x0A), xb = b ^ (lowBits &* 0x0A), xc = c ^ (lowBits &* 0x0A), xd = d ^ (lowBits &* 0x0A)
+        let any = ((xa &- lowBits) & ~xa) | ((xb &- lowBits) & ~xb) | ((xc &- lowBits) & ~xc) | ((xd &- lowBits) & ~xd)
+        if any & highBits != 0 { break }
+        seen |= a | b | c | d
+        i &+= 32
+    }
     while i &+ 8 <= end {
         let w = load8(src + i)
         seen |= w

@@ -2,6 +2,8 @@
 //   client sse   PORT TOKEN FOLLOWERS tendd|base [START_JSON]   SSE throughput (one JSON line out)
 //   client lat   PORT TOKEN tendd|base FIFO COUNT [START_JSON]  one-line latency, ping-pong via FIFO
 //   client raw   PORT                                          raw byte stream (GET /raw)
+//   client rawt  PORT TOKEN START_JSON                         tendd's raw view: GET …/stdout/raw?follow=true,
+//                                                               reconnecting at the next offset after a gap
 //   client start PORT TOKEN CONC TOTAL JSON                     POST /api/v1/processes -> 201
 //   client hold  PORT TOKEN K FOLLOW JSON                       start K processes (+K followers), print,
 //                                                               hold everything until stdin closes
@@ -81,7 +83,8 @@ struct fol {
     char head[4096]; int headlen;
     char ev[512]; int evpos;
     uint64_t events, gaps, bytes, comments;
-    int eof;
+    int eof, raw;
+    char trailer[512]; int tlen, tline;
     int64_t t_end;
 };
 static int64_t *lat; static int nlat, want_lat;
@@ -103,6 +106,7 @@ static void event_end(struct fol *f) {
 
 static void payload(struct fol *f, const char *p, size_t m) {
     f->bytes += m;
+    if (f->raw) return;   // raw bytes: only counted
     size_t pos = 0;
     while (pos < m) {
         const char *q = memchr(p + pos, '\n', m - pos);
@@ -155,9 +159,16 @@ static int feed(struct fol *f, const char *b, size_t n) {
         case S_CRLF:
             if (b[i++] == '\n') f->state = S_SIZE;
             break;
-        case S_TRAILER:
-            if (b[i++] == '\n') { f->state = S_DONE; return 1; }
+        case S_TRAILER: {   // trailer fields (kept for the raw view), up to an empty line
+            char c = b[i++];
+            if (c == '\r') break;
+            if (c == '\n') {
+                if (f->tline == 0) { f->trailer[f->tlen] = 0; f->state = S_DONE; return 1; }
+                f->tline = 0;
+            } else f->tline++;
+            if (f->tlen < (int)sizeof f->trailer - 1) f->trailer[f->tlen++] = c;
             break;
+        }
         default: return 1;
         }
     }
@@ -244,6 +255,42 @@ static int sse(int argc, char **argv) {
     double secs = (tend - t0) / 1e9;
     printf("{\"lines\":%llu,\"bytes\":%llu,\"secs\":%.6f,\"gaps\":%llu,\"eofs\":%d,\"min_lines\":%llu,\"pid\":%d}\n",
            (unsigned long long)ev, (unsigned long long)by, secs, (unsigned long long)gaps, eofs, (unsigned long long)mn, pid);
+    return 0;
+}
+
+// tendd's raw view: follow stdout from offset 0; after a gap trailer reconnect at X-Tend-Next-Offset and
+// count the bytes skipped (the new response's X-Tend-Offset minus the offset asked for) as lost.
+static int raw_tendd(int argc, char **argv) {
+    (void)argc;
+    int ctl = dial(), pid = start_process(ctl, argv[4]);
+    int ep = epoll_create1(0);
+    char path[256];
+    snprintf(path, sizeof path, "/api/v1/processes/%d/stdout/raw?follow=true", pid);
+    struct fol *f = open_followers(1, path, 1, ep);
+    f->raw = 1;
+    int64_t t0 = now_ns();
+    char p2[128]; snprintf(p2, sizeof p2, "/api/v1/processes/%d/stdin/close", pid);
+    if (request(ctl, "POST", p2, "", NULL, 0) != 204) { fprintf(stderr, "client: stdin/close failed\n"); return 1; }
+    uint64_t bytes = 0, lost = 0, gaps = 0;
+    for (;;) {
+        run_followers(f, 1, ep, NULL);
+        bytes += f->bytes;
+        char *end = strcasestr(f->trailer, "X-Tend-End:"), *next = strcasestr(f->trailer, "X-Tend-Next-Offset:");
+        if (!end || !next) { fprintf(stderr, "client: raw stream ended without trailers\n"); return 1; }
+        end += 11; while (*end == ' ') end++;
+        if (!strncmp(end, "eof", 3)) break;
+        gaps++;
+        unsigned long long at = strtoull(next + 19, NULL, 10);
+        close(f->fd); free(f);
+        snprintf(path, sizeof path, "/api/v1/processes/%d/stdout/raw?follow=true&offset=%llu", pid, at);
+        f = open_followers(1, path, 1, ep);
+        f->raw = 1;
+        char *o = strcasestr(f->head, "X-Tend-Offset:");
+        if (o) lost += strtoull(o + 14, NULL, 10) - at;
+    }
+    int64_t tend = f->t_end;
+    printf("{\"bytes\":%llu,\"secs\":%.6f,\"lost\":%llu,\"gaps\":%llu,\"pid\":%d}\n", (unsigned long long)bytes,
+           (tend - t0) / 1e9, (unsigned long long)lost, (unsigned long long)gaps, pid);
     return 0;
 }
 
@@ -375,6 +422,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "sse") && argc >= 6) return sse(argc, argv);
     if (!strcmp(argv[1], "lat") && argc >= 7) return latency(argc, argv);
     if (!strcmp(argv[1], "raw")) return raw();
+    if (!strcmp(argv[1], "rawt")) return raw_tendd(argc, argv);
     if (!strcmp(argv[1], "start") && argc >= 7) return starts(argc, argv);
     if (!strcmp(argv[1], "hold") && argc >= 7) return hold(argc, argv);
     fprintf(stderr, "client: bad arguments\n");
