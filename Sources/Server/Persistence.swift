@@ -143,7 +143,7 @@ extension Server {
             ("status", .string(p.status.name)), ("exit_code", code), ("signal", sig),
             ("cgroup_leaf", p.cgroupLeaf.map { .string($0) } ?? .null),
             ("stdin_closed", .bool(p.stdin?.closed ?? true)), ("is_run", .bool(p.isRun)),
-            ("journal_bytes", .int(Int64(p.journal.maxBytes))), ("max_line_bytes", .int(Int64(p.journal.maxLineBytes))),
+            ("journal_bytes", .int(Int64(p.journal.boundBytes))), ("max_line_bytes", .int(Int64(p.journal.maxLineBytes))),
             ("raw_bytes", .int(Int64(p.rawOut?.capacity ?? p.rawErr?.capacity ?? 0))),
             ("managed", managed),
         ])
@@ -474,7 +474,10 @@ struct OutputLayout {
     /// not (a region from a daemon without raw rings, or a damaged header) is left out.
     func open(_ region: SharedRegion, fresh: Bool, log: Log? = nil) throws -> OutputStorage {
         let b = region.bytes
-        let journal = try Journal(region: UnsafeMutableRawBufferPointer(rebasing: b[0..<min(b.count, journalSize)]),
+        // Without raw rings the journal may have the whole region (one made by an older daemon can be
+        // laid out for an older journal format).
+        let journalPart = rawBytes > 0 ? b[0..<min(b.count, journalSize)] : b[...]
+        let journal = try Journal(region: UnsafeMutableRawBufferPointer(rebasing: journalPart),
                                   maxBytes: maxBytes, maxLineBytes: maxLineBytes, fresh: fresh)
         var rings: [ByteRing?] = [nil, nil]
         if rawBytes > 0 && b.count >= size {

@@ -76,11 +76,12 @@ public final class Journal {
     /// Heap mode: the journal allocates its region itself, on its first output.
     ///
     /// - Parameters:
-    ///   - maxBytes: bound on `retainedBytes` (at least 1 KiB).
+    ///   - maxBytes: the memory bound (at least 1 KiB; `boundBytes`): the retained lines' budget
+    ///     (`maxBytes` afterwards) is what is left of it after the header and the ring's slack.
     ///   - maxLineBytes: longer lines are cut into pieces of at most this many bytes. Clamped to
-    ///     4...(maxBytes - 64) / 4 so that a line plus both partial lines always fit in the bound.
+    ///     4...(ring - 152) / 4 so that a line plus both partial lines always fit in the budget.
     public init(maxBytes: Int = 1 << 20, maxLineBytes: Int = 64 << 10) {
-        core = JournalCore(geometry: Geometry(maxBytes: maxBytes, maxLineBytes: maxLineBytes))
+        core = JournalCore(geometry: Geometry(boundBytes: maxBytes, maxLineBytes: maxLineBytes))
     }
 
     /// Shared-region mode: the journal keeps all its durable state in `region`, which the caller keeps
@@ -95,7 +96,12 @@ public final class Journal {
     ///   missing, corrupt, from another format version or for another geometry (maxBytes/maxLineBytes),
     ///   or its committed records are inconsistent.
     public init(region: UnsafeMutableRawBufferPointer, maxBytes: Int, maxLineBytes: Int, fresh: Bool) throws {
-        let geometry = Geometry(maxBytes: maxBytes, maxLineBytes: maxLineBytes)
+        // A region of an older daemon is recovered with the geometry of its format version.
+        var version = formatVersion
+        if !fresh, let p = region.baseAddress, region.count >= 16, ld(p, 0, UInt64.self) == magic {
+            version = ld(p, 8, UInt32.self)
+        }
+        let geometry = Geometry(boundBytes: maxBytes, maxLineBytes: maxLineBytes, version: version)
         guard let base = region.baseAddress, region.count >= geometry.regionSize else {
             throw JournalRecoveryError("region of \(region.count) bytes is smaller than the \(geometry.regionSize) required")
         }
@@ -116,7 +122,7 @@ public final class Journal {
     /// up to 4096. Only the pages actually used get touched: the header and the ring's start for a quiet
     /// process, plus the first page of a stream's partial-line area while it has a partial line.
     public static func regionSize(maxBytes: Int, maxLineBytes: Int) -> Int {
-        Geometry(maxBytes: maxBytes, maxLineBytes: maxLineBytes).regionSize
+        Geometry(boundBytes: maxBytes, maxLineBytes: maxLineBytes).regionSize
     }
 
     /// Testing only: called right after every commit (at the end of each append()/finish() call, and
@@ -126,8 +132,11 @@ public final class Journal {
         set { core.commitHook = newValue }
     }
 
-    /// The effective bound on `retainedBytes`.
+    /// The effective bound on `retainedBytes`: a little less than `boundBytes` (see Geometry).
     public var maxBytes: Int { core.maxBytes }
+    /// The memory bound given at init (`maxBytes:`): header + ring + the first page of each partial-line
+    /// area never exceed it; only partial lines longer than a page touch more of their areas.
+    public var boundBytes: Int { core.geo.boundBytes }
     /// The effective maximum line length in bytes.
     public var maxLineBytes: Int { core.maxLineBytes }
 
@@ -235,7 +244,7 @@ public final class Journal {
 //                       the longest partial line a commit can hold.
 
 private let magic: UInt64 = 0x4C4E_5252_4A44_4E54   // "TNDJRRNL"
-private let formatVersion: UInt32 = 1
+private let formatVersion: UInt32 = 2
 private let fixedHeaderSize = 128
 private let genOffset = 64
 private let slotSize = sHistory + 16 * historyLimit   // 1168
@@ -255,6 +264,9 @@ private let baseRecordSize = 16
 private let indexStride: UInt64 = 32
 
 private struct Geometry {
+    /// The memory bound the journal was configured with (`--journal-bytes`).
+    let boundBytes: Int
+    /// Bound on retainedBytes (the lines' budget).
     let maxBytes: Int
     let maxLineBytes: Int
     /// Longest partial line a commit may hold (a partial line being cut, mid-call).
@@ -263,15 +275,29 @@ private struct Geometry {
     let areaSize: Int
     let regionSize: Int
 
-    init(maxBytes: Int, maxLineBytes: Int) {
-        let mb = max(maxBytes, 1024)
-        self.maxBytes = mb
-        let m = max(4, min(maxLineBytes, (mb - 64) / 4, 1 << 30))
+    init(boundBytes: Int, maxLineBytes: Int, version: UInt32 = formatVersion) {
+        let b = max(boundBytes, 1024)
+        self.boundBytes = b
+        let m: Int
+        if version == 1 {
+            // Format 1 (regions of older daemons, still recovered after an upgrade): the budget was the
+            // bound, and the ring the bound plus one line and slack.
+            m = max(4, min(maxLineBytes, (b - 64) / 4, 1 << 30))
+            maxBytes = b
+            ringSize = (b + m + 8 + baseRecordSize + 64 + 7) & ~7
+        } else {
+            // The header, the ring and the first page of each partial-line area fit in the bound, so a
+            // flood of ordinary lines never makes the journal's memory exceed it (below 64 KiB the ring
+            // is the bound and the 2.4 KiB header comes on top). The lines' budget is the ring minus
+            // what a wrap (< one record) and a time-base record may waste, plus slack; a line and both
+            // partial lines always fit in it (3m + 64 <= ring - m - 88).
+            let ring = (b >= 64 << 10 ? b - ringStart - 2 * 4096 : b) & ~7
+            m = max(4, min(maxLineBytes, (ring - 152) / 4, 1 << 30))
+            maxBytes = ring - (m + 8 + baseRecordSize + 64)
+            ringSize = ring
+        }
         self.maxLineBytes = m
         maxPending = m + 8 + 3 * max(m, 256)
-        // Lines (at most maxBytes, their cost is their size), plus a wrap's waste (< one record), plus a
-        // time-base record, plus slack.
-        ringSize = (mb + m + 8 + baseRecordSize + 64 + 7) & ~7
         areaSize = (3 * maxPending + 7) & ~7
         regionSize = (ringStart + ringSize + 2 * areaSize + 4095) & ~4095
     }
@@ -456,7 +482,7 @@ private struct JournalCore {
         func fail(_ s: String) -> JournalRecoveryError { JournalRecoveryError("journal region: " + s) }
         guard ld(p, 0, UInt64.self) == magic else { throw fail("no journal header (bad magic)") }
         let version = ld(p, 8, UInt32.self)
-        guard version == formatVersion else { throw fail("format version \(version), expected \(formatVersion)") }
+        guard version == formatVersion || version == 1 else { throw fail("format version \(version), expected \(formatVersion)") }
         let stored = (Int(ld(p, 16, UInt64.self)), Int(ld(p, 24, UInt64.self)), Int(ld(p, 32, UInt64.self)),
                       Int(ld(p, 40, UInt64.self)), Int(ld(p, 48, UInt64.self)), Int(ld(p, 12, UInt32.self)))
         guard stored == (geo.maxBytes, geo.maxLineBytes, geo.ringSize, geo.areaSize, geo.regionSize, ringStart) else {

@@ -459,6 +459,33 @@ final class JournalRecoveryTests: XCTestCase {
         print("Journal region: \(region.bytes.count) bytes mapped for 1 MiB / 64 KiB lines; a quiet process touches pages \(pages)")
     }
 
+    /// However much a child prints (ordinary lines, on both streams, reads ending mid-line), the pages the
+    /// journal ever writes stay within its configured bound.
+    func testFloodTouchesNoMoreThanTheBound() {
+        for (mb, ml) in [(1 << 20, 64 << 10), (256 << 10, 16 << 10), (64 << 10, 4096)] {
+            let region = Region(maxBytes: mb, maxLineBytes: ml)
+            let j = region.fresh()
+            var rng = Rng(state: UInt64(mb))
+            var total = 0
+            while total < 8 * mb {
+                var chunk: [UInt8] = []
+                while chunk.count < 60_000 {
+                    let len = rng.below(200)
+                    chunk += Array(repeating: UInt8(ascii: "a") + UInt8(len % 26), count: len) + [0x0A]
+                }
+                chunk += Array("partial line ".utf8)   // each read ends mid-line
+                Step(bytes: chunk, stream: rng.below(4) == 0 ? .stderr : .stdout, now: 1_700_000_000_000 + Int64(total)).apply(j)
+                total += chunk.count
+            }
+            let touched = Swift.stride(from: 0, to: region.bytes.count, by: 4096).filter { p in
+                region.bytes[p..<min(region.bytes.count, p + 4096)].contains { $0 != 0xA5 }
+            }.count
+            XCTAssertLessThanOrEqual(touched * 4096, mb, "journal of \(mb) B touched \(touched) pages")
+            XCTAssertGreaterThan(touched * 4096, mb * 3 / 4, "and uses most of it")
+            XCTAssertGreaterThan(j.droppedLines, 0)
+        }
+    }
+
     /// A heap-mode journal allocates nothing until its first output (as before).
     func testHeapModeJournalRegionIsLazy() {
         let j = Journal()

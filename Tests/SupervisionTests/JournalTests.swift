@@ -210,7 +210,10 @@ class JournalTests: XCTestCase {
         XCTAssertEqual(texts(k), ["xxxxxxxxxx", "xxxxxxxxxx", "xxxxxyyyyy", "y"])
         // maxLineBytes is clamped to hold at least one character.
         XCTAssertEqual(makeJournal(maxLineBytes: 1).maxLineBytes, 4)
-        XCTAssertEqual(makeJournal(maxBytes: 4096, maxLineBytes: 1 << 20).maxLineBytes, (4096 - 64) / 4)
+        // ... and so that a line and both partial lines fit in the budget (ring 4096 below 64 KiB).
+        let small = makeJournal(maxBytes: 4096, maxLineBytes: 1 << 20)
+        XCTAssertEqual(small.maxLineBytes, (4096 - 152) / 4)
+        XCTAssertLessThanOrEqual(3 * small.maxLineBytes + 64, small.maxBytes)
     }
 
     func testLongLineCutsAtCharacterBoundary() {
@@ -423,7 +426,10 @@ class JournalTests: XCTestCase {
 
     func testBoundWith100MiBThrough1MiB() {
         let j = makeJournal()
-        XCTAssertEqual(j.maxBytes, 1 << 20)
+        XCTAssertEqual(j.boundBytes, 1 << 20)
+        // The budget is what the bound leaves after the header (2464 B), a page per partial-line area
+        // and the ring's slack (one max line + 88 B).
+        XCTAssertEqual(j.maxBytes, ((1 << 20) - 2464 - 8192) & ~7 - (64 << 10) - 88)
         var source = LineSource()
         var chunk: [UInt8] = []
         var total = 0
