@@ -303,11 +303,14 @@ public struct Logs: ParsableCommand {
         discussion: """
         Without -f: the output retained so far. With -f: that, then new lines until the process ends; a dropped connection is resumed transparently (Last-Event-ID), without duplicated or lost lines. --json prints NDJSON objects {"id","stream","line","timestamp"}; ids can be given to --since-id.
 
+        --raw copies one stream's bytes exactly as the process wrote them (stdout, or stderr with --stderr) to stdout, from --offset (default 0); with -f until the stream is complete, resuming after the daemon's ring overtook the reader (the bytes lost are reported on stderr).
+
         Examples:
           tend logs web
           tend logs -f --stderr 1234
           tend logs --json 1234 | tail -1      # the last id
           tend logs -f --since-id 420 1234
+          tend logs --raw -f 1234 > out.bin
         """
     )
     @OptionGroup public var conn: ConnectionOptions
@@ -321,6 +324,10 @@ public struct Logs: ParsableCommand {
     public var sinceId: UInt64?
     @Flag(help: "NDJSON output (with ids).")
     public var json = false
+    @Flag(help: "Raw bytes of one stream (stdout, or stderr with --stderr), not lines.")
+    public var raw = false
+    @Option(help: ArgumentHelp("With --raw: first byte offset.", valueName: "N"))
+    public var offset: UInt64?
     @Argument(help: ArgumentHelp("Pid or managed name.", valueName: "PROCESS"))
     public var process: String
 
@@ -328,9 +335,17 @@ public struct Logs: ParsableCommand {
 
     public func validate() throws {
         if stdout && stderr { throw ValidationError("--stdout and --stderr exclude each other (give neither for both)") }
+        if raw && (json || sinceId != nil) { throw ValidationError("--raw excludes --json and --since-id (use --offset)") }
+        if offset != nil && !raw { throw ValidationError("--offset needs --raw") }
     }
 
     public func run() throws {
+        if raw {
+            try withClient(conn) { client in
+                try copyRawOutput(client, process: process, stream: stderr ? "stderr" : "stdout", follow: follow, from: offset ?? 0)
+            }
+            return
+        }
         try withClient(conn) { client in
             let sink = OutputSink(json: json)
             sink.showStdout = !stderr

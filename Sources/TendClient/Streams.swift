@@ -114,6 +114,45 @@ public func followOutput(_ client: TendClient, process: String, after: UInt64?, 
     }
 }
 
+/// `tend logs --raw`: copies one stream's bytes, exactly as written, to fd 1 from byte `offset`. With
+/// `follow`, until the stream is complete: a follow body that ends while the stream is not (the reader fell
+/// behind the daemon's ring) is resumed at the next offset, and the bytes the ring no longer had are
+/// reported on stderr. Returns the offset after the last byte copied.
+@discardableResult
+public func copyRawOutput(_ client: TendClient, process: String, stream: String, follow: Bool, from offset: UInt64) throws -> UInt64 {
+    let path = "/api/v1/processes/\(pathSegment(process))/\(stream)/raw"
+    var offset = offset
+    var followNext = follow
+    while true {
+        let ex = try client.send("GET", path + "?offset=\(offset)" + (followNext ? "&follow=true" : ""))
+        let head = try ex.readHead()
+        guard (200..<300).contains(head.status) else {
+            throw client.apiError(Response(head: head, body: (try? ex.readAll(deadline: Clock.monotonicMs() + 5000)) ?? []))
+        }
+        if let s = head.header("X-Tend-Offset"), let start = UInt64(s), start > offset {
+            warn("\(start - offset) bytes of \(stream) (offsets \(offset)..<\(start)) were no longer kept by the daemon")
+            offset = start
+        }
+        reading: while true {
+            switch try ex.readBody() {
+            case .bytes(let b):
+                try FD.writeAll(1, b)
+                offset += UInt64(b.count)
+            case .end: break reading
+            case .timeout, .interrupted: return offset
+            }
+        }
+        if !follow { return offset }
+        if !followNext {
+            // The snapshot after a follow body ended: done when the stream is complete and all copied.
+            if head.header("X-Tend-Complete") == "true" { return offset }
+            followNext = true
+        } else {
+            followNext = false
+        }
+    }
+}
+
 /// What `tend run` asks for.
 public struct RunSpec {
     public var command: String
