@@ -337,7 +337,7 @@ final class Connection: EventHandler {
         build(&out)
         let n = out.count - start
         if n == 0 { out.removeSubrange(sizeAt...); return }
-        let hex: [UInt8] = Array("0123456789abcdef".utf8)
+        let hex = ("0123456789abcdef" as StaticString).utf8Start
         var v = n
         for i in stride(from: 7, through: 0, by: -1) { out[sizeAt + i] = hex[v & 0xF]; v >>= 4 }
         out.append(0x0D); out.append(0x0A)

@@ -126,26 +126,36 @@ final class Follower {
     static let gapMiddle = Array(",\"dropped_bytes\":".utf8)
     static let eventEnd = Array("}\n\n".utf8)
     static let eofEvent = Array("event:eof\ndata:{}\n\n".utf8)
-    static let idPrefix = Array("id:".utf8)
-    static let outputPrefix = Array("\nevent:output\ndata:{\"line\":".utf8)
-    static let tsKey = Array(",\"timestamp\":".utf8)
+    static let tsKey = Array("\",\"timestamp\":".utf8)     // with the quote that ends the line's string
     static let stdoutTag = Array(",\"stream\":\"stdout\"}\n\n".utf8)
     static let stderrTag = Array(",\"stream\":\"stderr\"}\n\n".utf8)
 
-    /// `,"timestamp":T[,"stream":S]}\n\n` for the current timestamp, per stream: all lines of one pipe
-    /// read share a timestamp, so it is formatted once per read, not once per line.
+    /// `","timestamp":T[,"stream":S]}\n\n`, what follows the line's text, for the current timestamp and
+    /// each stream: all lines of one pipe read share a timestamp, so it is formatted once per read.
     private var suffixTs: Int64 = .min
     private var suffixOut: [UInt8] = []
     private var suffixErr: [UInt8] = []
 
+    /// What comes between an output event's `id:<seq>` and its line's text.
+    private static var outputHead: StaticString { "\nevent:output\ndata:{\"line\":\"" }
+    /// The most bytes of an output event before its line's text: `id:`, 20 digits and `outputHead`.
+    private static var maxHeadCount: Int { 3 + 20 + outputHead.utf8CodeUnitCount }
+
+    /// Writes one output event, with the room for its worst case (every text byte escaped as `\u00XX`)
+    /// reserved once.
     @inline(__always)
     private func encode(_ e: JournalEntry, into out: inout [UInt8]) {
         if e.timestampMs != suffixTs { buildSuffixes(e.timestampMs) }
-        out.append(contentsOf: Follower.idPrefix)
-        appendJSONInt(Int64(e.seq), to: &out)
-        out.append(contentsOf: Follower.outputPrefix)
-        appendJSONString(e.text, to: &out)
-        out.append(contentsOf: e.stream == .stderr ? suffixErr : suffixOut)
+        let stderr = e.stream == .stderr
+        let suffixCount = stderr ? suffixErr.count : suffixOut.count
+        out.appendWriting(upTo: Follower.maxHeadCount + maxJSONStringBodyCount(e.text.count) + suffixCount) { w in
+            w.write("id:")
+            w.writeDecimal(e.seq)
+            w.write(Follower.outputHead)
+            w.writeJSONStringBody(e.text)
+            // Not `stderr ? suffixErr : suffixOut`: that copy would cost a retain and a release per event.
+            if stderr { w.write(suffixErr) } else { w.write(suffixOut) }
+        }
     }
 
     private func buildSuffixes(_ ts: Int64) {

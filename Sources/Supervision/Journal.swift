@@ -1164,21 +1164,35 @@ private func load8(_ p: UnsafePointer<UInt8>) -> UInt64 {
     UInt64(littleEndian: UnsafeRawPointer(p).loadUnaligned(as: UInt64.self))
 }
 
+/// The bytes' high bits, folded into one word: zero if all sixteen are ASCII.
+@inline(__always)
+private func highBits(_ v: SIMD16<UInt8>) -> UInt64 {
+    let words = unsafeBitCast(v, to: SIMD2<UInt64>.self)
+    return (words[0] | words[1]) & highBits
+}
+
 /// The index of the first "\n" in `src[from..<end]` (or `end`), and whether every byte scanned was
-/// ASCII (false may be a false alarm: bytes after the "\n" in its 8-byte word are included).
+/// ASCII (false may be a false alarm: bytes after the "\n" in its 16- or 8-byte block are included).
+/// Sixteen bytes at a time (SIMD), then eight, then one.
 @inline(__always)
 private func findNewline(_ src: UnsafePointer<UInt8>, from: Int, end: Int) -> (Int, Bool) {
     var i = from
-    var seen: UInt64 = 0
-    // 32 bytes per step while there is no "\n" in them (long lines), then 8 at a time to find it.
-    while i &+ 32 <= end {
-        let a = load8(src + i), b = load8(src + (i &+ 8)), c = load8(src + (i &+ 16)), d = load8(src + (i &+ 24))
-        let xa = a ^ (lowBits &* 0x0A), xb = b ^ (lowBits &* 0x0A), xc = c ^ (lowBits &* 0x0A), xd = d ^ (lowBits &* 0x0A)
-        let any = ((xa &- lowBits) & ~xa) | ((xb &- lowBits) & ~xb) | ((xc &- lowBits) & ~xc) | ((xd &- lowBits) & ~xd)
-        if any & highBits != 0 { break }
-        seen |= a | b | c | d
-        i &+= 32
+    // Vector-with-vector compares (a compare with a scalar is lowered lane by lane).
+    let newline = SIMD16<UInt8>(repeating: 0x0A)
+    var seen16 = SIMD16<UInt8>()
+    while i &+ 16 <= end {
+        let v = UnsafeRawPointer(src + i).loadUnaligned(as: SIMD16<UInt8>.self)
+        seen16 |= v
+        let m = v .== newline
+        if any(m) {
+            // The mask's lanes are 0x00 or 0xFF bytes; lane 0 is the low byte of the first word (little-endian).
+            let words = unsafeBitCast(m, to: SIMD2<UInt64>.self)
+            let k = (words[0] != 0 ? words[0].trailingZeroBitCount : 64 &+ words[1].trailingZeroBitCount) >> 3
+            return (i &+ k, highBits(seen16) == 0)
+        }
+        i &+= 16
     }
+    var seen = highBits(seen16)
     while i &+ 8 <= end {
         let w = load8(src + i)
         seen |= w

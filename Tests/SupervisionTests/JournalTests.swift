@@ -328,6 +328,30 @@ class JournalTests: XCTestCase {
         }
     }
 
+    func testNewlineAndNonASCIIAtEveryOffset() {
+        // Lines of every length 0...40 starting at every offset of a 16-byte block, with a multi-byte
+        // character or an invalid byte at every position: the newline scan (16 bytes, then 8, then 1
+        // at a time) finds each "\n", and its ASCII flag never lets a non-ASCII byte skip validation.
+        let specials: [[UInt8]] = [[0xC3, 0xA9], [0xFF], [0xE2, 0x82], [0x0D]]
+        for shift in 0..<16 {
+            for length in 0...40 {
+                var input = [UInt8](repeating: UInt8(ascii: "s"), count: shift) + [0x0A]
+                for pos in 0..<max(length, 1) {
+                    for s in specials where length > 0 {
+                        var line = [UInt8](repeating: UInt8(ascii: "a"), count: length)
+                        line.replaceSubrange(pos..<(pos + 1), with: s)
+                        input += line + [0x0A]
+                    }
+                }
+                input += [UInt8](repeating: UInt8(ascii: "b"), count: length) + [0x0A]
+                let j = makeJournal()
+                feed(j, input)
+                XCTAssertEqual(lines(j).map(\.text), referenceLines(input, maxLineBytes: 64 << 10, finished: false),
+                               "shift \(shift) length \(length)")
+            }
+        }
+    }
+
     // MARK: Split independence
 
     /// Random input mixing ASCII, CRLF, lone CRs, multi-byte and invalid bytes, empty and over-long lines.
@@ -666,6 +690,7 @@ final class JournalSharedRegionTests: JournalTests {
     override func testInvalidUTF8IsReplaced() { super.testInvalidUTF8IsReplaced() }
     override func testMultibyteCharacterSplitAcrossAppends() { super.testMultibyteCharacterSplitAcrossAppends() }
     override func testRandomUTF8RepairMatchesStringDecoding() { super.testRandomUTF8RepairMatchesStringDecoding() }
+    override func testNewlineAndNonASCIIAtEveryOffset() { super.testNewlineAndNonASCIIAtEveryOffset() }
     override func testByteAtATimeEqualsWholeFeed() { super.testByteAtATimeEqualsWholeFeed() }
     override func testInterleavedByteAtATimeEqualsWholeFeed() { super.testInterleavedByteAtATimeEqualsWholeFeed() }
     override func testBoundWith100MiBThrough1MiB() { super.testBoundWith100MiBThrough1MiB() }
