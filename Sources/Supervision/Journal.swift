@@ -261,7 +261,8 @@ private let wrapMarker: UInt32 = 0x7FFF_FFFF
 private let baseMarker: UInt32 = 0x7FFF_FFFE
 private let baseRecordSize = 16
 /// Lines per sparse index entry (a power of two).
-private let indexStride: UInt64 = 32
+private let indexStride: UInt64 = 256
+private let indexEntryBytes = 24   // MemoryLayout<IndexEntry>.stride
 
 private struct Geometry {
     /// The memory bound the journal was configured with (`--journal-bytes`).
@@ -286,12 +287,13 @@ private struct Geometry {
             maxBytes = b
             ringSize = (b + m + 8 + baseRecordSize + 64 + 7) & ~7
         } else {
-            // The header, the ring and the first page of each partial-line area fit in the bound, so a
-            // flood of ordinary lines never makes the journal's memory exceed it (below 64 KiB the ring
-            // is the bound and the 2.4 KiB header comes on top). The lines' budget is the ring minus
-            // what a wrap (< one record) and a time-base record may waste, plus slack; a line and both
-            // partial lines always fit in it (3m + 64 <= ring - m - 88).
-            let ring = (b >= 64 << 10 ? b - ringStart - 2 * 4096 : b) & ~7
+            // The header, the ring, the first page of each partial-line area and the heap's sparse index
+            // (at its largest: every line empty) fit in the bound, so a flood of ordinary lines never
+            // makes the journal's memory exceed it (below 64 KiB the ring is the bound and the header
+            // and index come on top). The lines' budget is the ring minus what a wrap (< one record)
+            // and a time-base record may waste, plus slack; a line and both partial lines always fit in
+            // it (3m + 64 <= ring - m - 88).
+            let ring = (b >= 64 << 10 ? b - ringStart - 2 * 4096 - Geometry.indexReserve(b) : b) & ~7
             m = max(4, min(maxLineBytes, (ring - 152) / 4, 1 << 30))
             maxBytes = ring - (m + 8 + baseRecordSize + 64)
             ringSize = ring
@@ -300,6 +302,16 @@ private struct Geometry {
         maxPending = m + 8 + 3 * max(m, 256)
         areaSize = (3 * maxPending + 7) & ~7
         regionSize = (ringStart + ringSize + 2 * areaSize + 4095) & ~4095
+    }
+
+    /// Most heap bytes the sparse index can take for a ring of about `ring` bytes: one entry per
+    /// `indexStride` lines of at least 8 bytes; the array holds up to twice the live entries plus 64
+    /// before it is compacted (trimIndex), and its capacity at most doubles that.
+    static func indexReserve(_ ring: Int) -> Int {
+        let live = ring / 8 / Int(indexStride) + 1
+        var cap = 1
+        while cap < 2 * live + 64 { cap <<= 1 }
+        return (cap * indexEntryBytes + 4095) & ~4095
     }
 
     var hash: UInt64 {
