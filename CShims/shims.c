@@ -275,3 +275,30 @@ int tend_set_cloexec(int fd, int on) {
 }
 
 int tend_dup_above(int fd, int min) { return fcntl(fd, F_DUPFD_CLOEXEC, min); }
+
+
+// ---- idle footprint: code pages mapped at start-up but never used again ----
+
+#include <link.h>
+
+static int trim_segment(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    size_t *total = data;
+    if (info->dlpi_name && strstr(info->dlpi_name, "vdso")) return 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || (ph->p_flags & PF_W)) continue;   // only read-only segments
+        uintptr_t start = (info->dlpi_addr + ph->p_vaddr + 4095) & ~(uintptr_t)4095;   // never a shared page
+        uintptr_t end = (info->dlpi_addr + ph->p_vaddr + ph->p_filesz) & ~(uintptr_t)4095;   // whole file pages only
+        if (end <= start) continue;
+        if (madvise((void *)start, end - start, MADV_RANDOM) == 0 &&
+            madvise((void *)start, end - start, MADV_DONTNEED) == 0) *total += end - start;
+    }
+    return 0;
+}
+
+size_t tend_trim_code_pages(void) {
+    size_t total = 0;
+    dl_iterate_phdr(trim_segment, &total);
+    return total;
+}

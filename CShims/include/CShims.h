@@ -81,6 +81,12 @@ pid_t tend_spawn(tend_spawn_plan *plan);
 int tend_pidfd_exit_status(int pidfd, int *wait_status);
 // memfd_create(MFD_CLOEXEC) + ftruncate: a shared-memory file for a crash-safe journal.
 int tend_memfd(const char *name, size_t size);
+
+/// Drops the page mappings of every read-only, file-backed segment of the program and its libraries
+/// (code, read-only data) and marks them MADV_RANDOM, so that from now on only the pages actually
+/// executed or read come back (one page per fault, no fault-around). Writable segments are not touched.
+/// Returns the number of bytes advised.
+size_t tend_trim_code_pages(void);
 // mmap(MAP_SHARED) of a whole fd / munmap.
 void *tend_map_shared(int fd, size_t size);
 int tend_unmap(void *addr, size_t size);

@@ -34,6 +34,14 @@ public final class SharedRegion {
     }
 }
 
+public enum CodePages {
+    /// After start-up: unmaps the read-only pages of the program and its libraries (they come back, one
+    /// page at a time, when used), so the idle footprint is the code the daemon runs, not what start-up
+    /// and fault-around mapped. Returns the bytes advised.
+    @discardableResult
+    public static func trim() -> Int { Int(tend_trim_code_pages()) }
+}
+
 extension Proc {
     /// The exit of a process we may not be the parent of (after a crash-restart the children belong to
     /// systemd): C: ioctl(PIDFD_GET_INFO, PIDFD_INFO_EXIT). nil while it runs; throws if unsupported.

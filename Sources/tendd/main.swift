@@ -128,6 +128,7 @@ do {
     }
     try server.listen(on: addresses, inherited: inherited)
     server.log.info("msg=ready version=0.1.0 pid=\(Proc.myPid)")
+    if Proc.getenv("TENDD_NO_TRIM") != "1" { CodePages.trim() }
     let code = try server.run()
     Proc.exit(code)
 } catch {
