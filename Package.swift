@@ -28,7 +28,7 @@ let package = Package(
         .target(name: "Reactor", dependencies: ["Sys"]),
         .target(name: "HTTP1"),
         .target(name: "JSON"),
-        .target(name: "Supervision"),
+        .target(name: "Supervision", dependencies: ["Sys"]),
         .target(name: "Server", dependencies: ["Sys", "Reactor", "HTTP1", "JSON", "Supervision"]),
         // -no-pie: a position-dependent executable needs no load-time relocation of the static Swift
         // runtime's data, so those pages stay clean and shared: about 0.4 MiB less RSS per daemon.

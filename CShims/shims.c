@@ -258,6 +258,11 @@ void *tend_map_shared(int fd, size_t size) {
 
 int tend_unmap(void *addr, size_t size) { return munmap(addr, size); }
 
+void *tend_map_anon(size_t size) {
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
 long long tend_fd_size(int fd) {
     struct stat st;
     if (fstat(fd, &st) < 0) return -1;

@@ -90,6 +90,8 @@ size_t tend_trim_code_pages(void);
 // mmap(MAP_SHARED) of a whole fd / munmap.
 void *tend_map_shared(int fd, size_t size);
 int tend_unmap(void *addr, size_t size);
+/// Anonymous private zero pages (mmap); untouched pages cost nothing. NULL on failure.
+void *tend_map_anon(size_t size);
 // Size of a file (fstat), -1 on error.
 long long tend_fd_size(int fd);
 // Decoding a wait status (macros).

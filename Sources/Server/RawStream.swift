@@ -44,6 +44,9 @@ final class RawFollower: StreamProducer {
 
     func pump() {
         guard !finished else { return }
+        // A strong reference for the call: a failed send closes the connection, and the server drops its
+        // last reference to it while we are still here.
+        let connection: Connection = self.connection
         let highWater = connection.server.config.writeHighWater
         while connection.pendingOutput < highWater && !connection.closed {
             if offset < ring.firstOffset {

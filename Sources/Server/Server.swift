@@ -15,7 +15,7 @@ public final class Server {
     let devNull: Int32
     /// One read buffer for every pipe: reads go straight from it into a journal.
     /// Not zero-filled: its pages cost memory only once a read touches them (256 KiB less idle RSS).
-    var readBuffer = [UInt8](unsafeUninitializedCapacity: 1 << 20) { _, count in count = 1 << 20 }
+    var readBuffer = [UInt8](unsafeUninitializedCapacity: 256 << 10) { _, count in count = 256 << 10 }
 
     var listeners: [Listener] = []
     var connections: [ObjectIdentifier: Connection] = [:]

@@ -17,6 +17,7 @@
 #if canImport(Synchronization)
 import Synchronization
 #endif
+import Sys
 
 public final class ByteRing {
     /// Size of the data area (the memory the ring may touch, besides its 64-byte header).
@@ -68,7 +69,16 @@ public final class ByteRing {
     }
 
     deinit {
-        if owned { base?.deallocate() }
+        if owned, let base { PageMemory.release(base, ByteRing.regionSize(capacity: capacity)) }
+    }
+
+    /// Heap mode: the region (zero pages straight from the kernel) on first use.
+    @inline(__always)
+    private func ensureBase() {
+        if base == nil {
+            base = PageMemory.allocate(ByteRing.regionSize(capacity: capacity))
+            owned = true
+        }
     }
 
     private static func commitSize(_ capacity: Int) -> Int { min(1 << 20, capacity / 4) }
@@ -83,11 +93,7 @@ public final class ByteRing {
     /// Appends bytes read from the stream's pipe.
     public func append(_ bytes: UnsafeRawBufferPointer) {
         guard var src = bytes.baseAddress, bytes.count > 0 else { return }
-        if base == nil {
-            base = UnsafeMutableRawPointer.allocate(byteCount: ByteRing.regionSize(capacity: capacity), alignment: 4096)
-            base!.storeBytes(of: 0, toByteOffset: validFromOffset, as: UInt64.self)
-            owned = true
-        }
+        ensureBase()
         let data = base! + headerSize
         var left = bytes.count
         // Bytes older than the window would be overwritten before anyone could read them: skip them
@@ -123,11 +129,7 @@ public final class ByteRing {
     /// throws, nothing committed). Those bytes are committed and passed to `then`, in place.
     public func fill<R>(max: Int, _ read: (UnsafeMutableRawBufferPointer) throws -> Int,
                         then: (UnsafeRawBufferPointer) -> R) rethrows -> R {
-        if base == nil {
-            base = UnsafeMutableRawPointer.allocate(byteCount: ByteRing.regionSize(capacity: capacity), alignment: 4096)
-            base!.storeBytes(of: 0, toByteOffset: validFromOffset, as: UInt64.self)
-            owned = true
-        }
+        ensureBase()
         let at = Int(total % UInt64(capacity))
         let room = Swift.min(max, commitEvery, capacity - at)
         let space = UnsafeMutableRawBufferPointer(start: base! + headerSize + at, count: room)

@@ -29,6 +29,7 @@
 #if canImport(Synchronization)
 import Synchronization
 #endif
+import Sys
 
 /// Which pipe a line came from.
 public enum OutputStream: UInt8, Sendable {
@@ -115,7 +116,7 @@ public final class Journal {
 
     deinit {
         core.live.deallocate()
-        owned?.deallocate()
+        if let owned { PageMemory.release(owned, core.geo.regionSize) }
     }
 
     /// Bytes a region must have for `init(region:...)`: header + ring + both partial-line areas, rounded
@@ -144,7 +145,7 @@ public final class Journal {
     private func ensureRegion() {
         if core.base == nil {
             let g = core.geo
-            let p = UnsafeMutableRawPointer.allocate(byteCount: g.regionSize, alignment: 4096)
+            let p = PageMemory.allocate(g.regionSize)
             owned = p
             core.initialize(p)
         }

@@ -34,6 +34,19 @@ public final class SharedRegion {
     }
 }
 
+/// Big buffers that are touched lazily (journal regions, raw rings) come straight from the kernel: pages
+/// cost memory only once touched, and `release` returns all of them at once. From malloc, a freed
+/// buffer of a few hundred KiB stays in its heap (resident) and fragments it.
+public enum PageMemory {
+    /// `size` bytes of zeroed, page-aligned memory (C: mmap(MAP_PRIVATE|MAP_ANONYMOUS)).
+    public static func allocate(_ size: Int) -> UnsafeMutableRawPointer {
+        guard let p = tend_map_anon(size) else { fatalError("mmap of \(size) bytes failed: out of memory") }
+        return p
+    }
+    /// Gives the pages of `allocate(size)` back (C: munmap).
+    public static func release(_ p: UnsafeMutableRawPointer, _ size: Int) { _ = tend_unmap(p, size) }
+}
+
 public enum CodePages {
     /// After start-up: unmaps the read-only pages of the program and its libraries (they come back, one
     /// page at a time, when used), so the idle footprint is the code the daemon runs, not what start-up

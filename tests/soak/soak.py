@@ -220,7 +220,11 @@ def w_flood(d: Daemon, rnd: random.Random, n: int):
         return
     stay = Stream(d, "GET", f"{P}/{pid}/stdout/follow")
     vanish = Stream(d, "GET", f"{P}/{pid}/stdout/follow")
+    raw_vanish = Stream(d, "GET", f"{P}/{pid}/stdout/raw?follow=true")
     d.request("POST", f"{P}/{pid}/stdin", body=b"go\n")
+    raw_vanish.c.read_chunk()
+    raw_vanish.close(rst=rnd.random() < 0.5)
+    T.count("raw followers vanished")
     # the vanishing follower reads a bit, then resets the connection
     k = 0
     for _ in vanish.events():
@@ -252,7 +256,26 @@ def w_flood(d: Daemon, rnd: random.Random, n: int):
         T.check(gap_lines == 0, f"flood {pid}: {gap_lines} lines lost although the output fits the journal")
     i = final_info(d, pid)
     T.check(i is not None and i["exit_code"] == 0, f"flood {pid}: {i}")
+    check_raw(d, pid, "".join(f"{k}\n" for k in range(1, count + 1)).encode())
     T.count("big floods" if big else "floods")
+
+
+def check_raw(d: Daemon, pid: int, expected: bytes):
+    """The raw view of a finished process: what the ring still holds is exactly the end of what the
+    child wrote, and a follow from offset 0 says where it starts and ends with eof at the total."""
+    s = Stream(d, "GET", f"{P}/{pid}/stdout/raw?follow=true&offset=0")
+    start = int(s.headers.get("x-tend-offset", "-1"))
+    body = bytearray()
+    while True:
+        c = s.c.read_chunk()
+        if not c:
+            break
+        body += c
+    s.close()
+    T.check(s.status == 200 and 0 <= start and bytes(body) == expected[start:],
+            f"raw {pid}: status {s.status}, offset {start}, {len(body)} bytes, match={bytes(body) == expected[start:]}")
+    T.check(start == 0 or s.headers.get("x-tend-dropped-bytes") == str(start), f"raw {pid}: dropped header {s.headers}")
+    T.count("raw bytes checked", len(body))
 
 
 def w_stdin(d: Daemon, rnd: random.Random, n: int):
