@@ -232,3 +232,26 @@ def test_raw_survives_upgrade(daemon_factory, tmp_path):
     body, trailers = _read_stream(c)
     c.close()
     assert body == b"after" and trailers == {"x-tend-end": "eof", "x-tend-next-offset": "13"}
+
+
+def test_raw_readers_reset_during_a_flood(daemon):
+    """Readers that reset their connection while the daemon is sending them a flood (a send fails in the
+    middle of a pump, which frees the connection): the daemon keeps serving."""
+    p = daemon.sh("read go; head -c 400000000 /dev/zero", stdin_mode="pipe")
+    conns = []
+    for _ in range(8):
+        c, status, _ = _raw_follow(daemon, p["pid"])
+        assert status == 200
+        conns.append(c)
+    daemon.post(f"{P}/{p['pid']}/stdin", body=b"go\n")
+    for c in conns:
+        c.read_chunk()
+        c.abort()
+        time.sleep(0.01)
+    for _ in range(8):
+        c, status, _ = _raw_follow(daemon, p["pid"])
+        c.read_chunk()
+        c.abort()
+    assert daemon.get("/api/v1/health").status == 200
+    daemon.request("DELETE", f"{P}/{p['pid']}")
+    assert daemon.alive()
