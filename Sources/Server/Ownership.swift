@@ -36,21 +36,28 @@ final class Ownership {
 
     func marker(_ handle: Int) -> String { "\(daemonPid).\(handle)" }
 
-    /// The leaf for `handle` (created if needed), or nil in fallback mode.
-    /// Creating and removing a cgroup (mkdir/rmdir in cgroupfs) costs about a quarter of a start's CPU:
-    /// empty leaves are kept in a small pool, refilled from a timer (off the request path) and fed by
-    /// leaves whose tree is gone.
-    private var pool: [String] = []
+    /// The leaf for `handle` (created if needed) and an open fd of its cgroup.procs for the child to join
+    /// (-1 if it cannot be opened; the caller owns it), or nil in fallback mode.
+    /// Creating and removing a cgroup (mkdir/rmdir in cgroupfs) costs about a quarter of a start's CPU,
+    /// opening its cgroup.procs (a cgroupfs path walk) another tenth: empty leaves are kept in a small
+    /// pool with that file already open, refilled from a timer (off the request path) and fed by leaves
+    /// whose tree is gone.
+    private var pool: [(path: String, procs: Int32)] = []
     private var nextLeaf = 0
     private var refillScheduled = false
     static let poolTarget = 8
     weak var loop: EventLoop?
 
-    func prepareLeaf(_ handle: Int) -> String? {
+    func prepareLeaf(_ handle: Int) -> (path: String, procsFD: Int32)? {
         guard let base else { return nil }
         defer { scheduleRefill() }
-        if let leaf = pool.popLast() { return leaf }
-        return makeLeaf(base)
+        // A leaf with cgroup.procs open first.
+        if let i = pool.lastIndex(where: { $0.procs >= 0 }) ?? (pool.isEmpty ? nil : pool.count - 1) {
+            let leaf = pool.remove(at: i)
+            return (leaf.path, leaf.procs >= 0 ? leaf.procs : ((try? Cgroup.openProcs(leaf.path)) ?? -1))
+        }
+        guard let path = makeLeaf(base) else { return nil }
+        return (path, (try? Cgroup.openProcs(path)) ?? -1)
     }
 
     /// A new, empty leaf. Never an existing directory: after an in-place upgrade (same pid, same subtree)
@@ -69,24 +76,48 @@ final class Ownership {
         return nil
     }
 
+    /// At rest the pool holds poolTarget leaves with cgroup.procs open (so the daemon's fd count at rest
+    /// is constant: the leak checks compare with it), and up to poolTarget more recycled ones without.
+    private var openInPool: Int { pool.reduce(0) { $0 + ($1.procs >= 0 ? 1 : 0) } }
+
+    private func needsRefill() -> Bool { pool.count < Ownership.poolTarget || openInPool < Ownership.poolTarget }
+
+    /// Fills the pool now (at start-up, so that its fds are part of the baseline).
+    func fillPool() {
+        guard let base else { return }
+        var made = 0
+        while pool.count < Ownership.poolTarget && made < Ownership.poolTarget, let leaf = makeLeaf(base) {
+            pool.append((leaf, -1)); made += 1
+        }
+        // The newest entries are taken first (popLast): open theirs.
+        var open = openInPool
+        for i in pool.indices.reversed() where open < Ownership.poolTarget && pool[i].procs < 0 {
+            pool[i].procs = (try? Cgroup.openProcs(pool[i].path)) ?? -1
+            if pool[i].procs >= 0 { open += 1 }
+        }
+    }
+
     private func scheduleRefill() {
-        guard let loop, !refillScheduled, pool.count < Ownership.poolTarget else { return }
+        guard let loop, !refillScheduled, base != nil, needsRefill() else { return }
         refillScheduled = true
         loop.schedule(afterMs: 1) { [weak self] in
-            guard let self, let base = self.base else { return }
+            guard let self else { return }
             self.refillScheduled = false
-            var made = 0
-            while self.pool.count < Ownership.poolTarget && made < 4, let leaf = self.makeLeaf(base) {
-                self.pool.append(leaf); made += 1
-            }
-            self.scheduleRefill()
+            let before = (self.pool.count, self.openInPool)
+            self.fillPool()
+            if (self.pool.count, self.openInPool) != before { self.scheduleRefill() }   // not stuck (EMFILE)
         }
     }
 
     /// An empty leaf goes back to the pool (or away when the pool is full).
-    private func recycle(_ leaf: String) {
+    private func recycle(_ leaf: String, knownEmpty: Bool = false) {
         guard let base, leaf.hasPrefix(base + "/") else { Cgroup.remove(leaf); return }
-        if pool.count < 2 * Ownership.poolTarget && !Cgroup.populated(leaf) { pool.append(leaf) } else { Cgroup.remove(leaf) }
+        if pool.count < 2 * Ownership.poolTarget && (knownEmpty || !Cgroup.populated(leaf)) {
+            pool.append((leaf, -1))
+            scheduleRefill()
+        } else {
+            Cgroup.remove(leaf)
+        }
     }
 
     /// Signal for the process group only (send_signal semantics: like terminal job control).
@@ -146,7 +177,7 @@ final class Ownership {
                 removeWhenEmpty(leaf, loop: loop, attempts: 50)
                 return true
             }
-            recycle(leaf)            // a managed process's next run takes a fresh leaf from the pool
+            recycle(leaf, knownEmpty: true)   // a managed process's next run takes a fresh leaf from the pool
             return false
         }
         // The /proc scan costs O(processes on the host): skip it when nothing can be left, i.e. the
@@ -180,7 +211,7 @@ final class Ownership {
             Cgroup.kill(l); Cgroup.remove(l)
             if let slash = l.lastIndex(of: "/") { parents.insert(String(l[..<slash])) }
         }
-        for l in pool { Cgroup.remove(l) }
+        for l in pool { if l.procs >= 0 { FD.close(l.procs) }; Cgroup.remove(l.path) }
         for p in parents where p != base { Cgroup.remove(p) }   // subtrees of daemons before a restart
         pool.removeAll()
         // Leaves of an earlier image of this daemon (before an in-place upgrade) are ours too.

@@ -119,6 +119,7 @@ public final class Server {
     public func start() throws {
         ownership.isTrackedLeader = { [unowned self] pid in self.processes[pid]?.isRunning == true }
         ownership.loop = loop
+        ownership.fillPool()
         Signal.ignorePipe()
         if !Proc.becomeSubreaper() { log.warn("msg=\"PR_SET_CHILD_SUBREAPER failed; orphans of children will not be reaped by tendd\"") }
         var signals = [Signal.term, Signal.int, Signal.hup, Signal.chld, Signal.usr2]
@@ -392,9 +393,10 @@ final class SignalSource: EventHandler {
         while let (sig, sender) = try? Signal.readWithSender(fd) {
             if sig == Signal.chld {
                 // Our own children are reaped through their pidfds; scanning every child with
-                // waitid(P_ALL) is only needed for orphans (re-parented to us), so only when the
-                // SIGCHLD is not from a child we track, or (coalesced signals) at the next tick.
-                if let p = server.processes[sender], p.isRunning, p.pidfd >= 0 { server.orphanScanDue = true }
+                // waitid(P_ALL) (O(children) in the kernel) is only needed for orphans re-parented to
+                // us, so at once only when the SIGCHLD is from a pid we have no record of; else (our
+                // child, often already reaped through its pidfd; or coalesced signals) at the next tick.
+                if server.processes[sender] != nil { server.orphanScanDue = true }
                 else { server.reapOrphans() }
             } else {
                 server.handleSignal(sig)

@@ -106,10 +106,11 @@ extension Server {
 
         var plan = SpawnPlan(path: exe, argv: [spec.command] + spec.args, env: env.map { "\($0.0)=\($0.1)" },
                              cwd: spec.workingDir, stdin: stdinFD, stdout: stdoutFD, stderr: stderrFD, ids: ids)
-        let leaf = ownership.prepareLeaf(record.handle)
-        if let leaf, let fd = try? Cgroup.openProcs(leaf) {
-            plan.cgroupProcsFD = fd
-            toClose.append(fd)
+        let prepared = ownership.prepareLeaf(record.handle)
+        let leaf = prepared?.path
+        if let prepared, prepared.procsFD >= 0 {
+            plan.cgroupProcsFD = prepared.procsFD
+            toClose.append(prepared.procsFD)
         }
         var pid: Int32 = 0, pidfd: Int32 = -1
         do {
