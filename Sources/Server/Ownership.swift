@@ -34,7 +34,9 @@ final class Ownership {
 
     var mode: String { base == nil ? "fallback" : "cgroup2" }
 
-    func marker(_ handle: Int) -> String { "\(daemonPid).\(handle)" }
+    /// The marker value of one run of a record: `<daemon pid>.<handle>.<launch>`. Per run, so that the
+    /// sweep after one run's end cannot hit the next run of a managed process.
+    func marker(_ p: ProcessRecord) -> String { "\(daemonPid).\(p.handle).\(p.launches)" }
 
     /// The leaf for `handle` (created if needed) and an open fd of its cgroup.procs for the child to join
     /// (-1 if it cannot be opened; the caller owns it), or nil in fallback mode.
@@ -143,7 +145,7 @@ final class Ownership {
         var children: [Int32: [Int32]] = [:]
         for e in all { children[e.ppid, default: []].append(e.pid) }
         var roots: [Int32] = p.isRunning ? [p.pid] : []
-        let tag = "\(Ownership.markerName)=\(marker(p.handle))"
+        let tag = "\(Ownership.markerName)=\(marker(p))"
         for e in all where e.ppid == daemonPid && e.pid != p.pid && ProcScan.environContains(e.pid, tag) { roots.append(e.pid) }
         var out: [Int32] = []
         var queue = roots
@@ -156,12 +158,14 @@ final class Ownership {
         return out
     }
 
-    /// Kills every live process whose environment holds `tag` (the tree marker of a process that
-    /// could not be re-adopted). Returns how many were signalled.
+    /// Kills every live process whose environment holds `tag` (the tree marker of a run), or with
+    /// `anyRun`, `tag` or `tag.<launch>` (every run of a record that could not be re-adopted; markers of
+    /// older daemons had no launch number). Returns how many were signalled.
     @discardableResult
-    func killMarked(_ tag: String) -> Int {
+    func killMarked(_ tag: String, anyRun: Bool = false) -> Int {
         var n = 0
-        for e in ProcScan.all() where e.pid != daemonPid && ProcScan.environContains(e.pid, tag) {
+        for e in ProcScan.all() where e.pid != daemonPid
+            && ProcScan.environContains(e.pid, tag, orPrefix: anyRun ? tag + "." : nil) {
             if ProcScan.signal(e.pid, Signal.kill) { n += 1 }
         }
         if n > 0 { log.warn("msg=\"killed processes of a lost tree\" marker=\(Log.q(tag)) count=\(n)") }
@@ -190,7 +194,7 @@ final class Ownership {
         _ = Proc.signalGroup(p.pid, Signal.kill)
         // A descendant caught between fork and exec (its /proc entry briefly unreadable) can slip past
         // one scan: sweep once more for this tree's marker shortly after, wherever it was re-parented.
-        let tag = "\(Ownership.markerName)=\(marker(p.handle))"
+        let tag = "\(Ownership.markerName)=\(marker(p))"
         loop.schedule(afterMs: 100) { [weak self] in self?.killMarked(tag) }
         return !rest.isEmpty
     }

@@ -144,7 +144,7 @@ extension Server {
             ("cgroup_leaf", p.cgroupLeaf.map { .string($0) } ?? .null),
             ("stdin_closed", .bool(p.stdin?.closed ?? true)), ("is_run", .bool(p.isRun)),
             ("journal_bytes", .int(Int64(p.journal.boundBytes))), ("max_line_bytes", .int(Int64(p.journal.maxLineBytes))),
-            ("raw_bytes", .int(Int64(p.rawOut?.capacity ?? p.rawErr?.capacity ?? 0))),
+            ("raw_bytes", .int(Int64(p.rawOut?.capacity ?? p.rawErr?.capacity ?? 0))), ("launches", .int(Int64(p.launches))),
             ("managed", managed),
         ])
     }
@@ -201,6 +201,7 @@ extension Server {
             if case .int(let t)? = entry["ended_at"] { p.endedAt = t }
             if case .string(let leaf)? = entry["cgroup_leaf"] { p.cgroupLeaf = leaf }
             if case .bool(true)? = entry["is_run"] { p.isRun = true }
+            if case .int(let n)? = entry["launches"] { p.launches = Int(n) }
             p.status = decodeStatus(entry)
             if let m = spec.managed { p.managed = ManagedState(spec: m, handle: h); restoreManaged(p.managed!, entry["managed"]) }
             nextHandle = max(nextHandle, h + 1)
@@ -218,7 +219,7 @@ extension Server {
                     if let oldDaemon {
                         // Without a leaf: every process that still carries this process's tree marker (so
                         // never a stranger that reused the pid) is killed.
-                        ownership.killMarked("\(Ownership.markerName)=\(oldDaemon).\(h)")
+                        ownership.killMarked("\(Ownership.markerName)=\(oldDaemon).\(h)", anyRun: true)
                     }
                     p.status = .signaled(Signal.kill)
                     p.endedAt = Clock.wallMs()
@@ -257,7 +258,7 @@ extension Server {
                 // it cannot be served, so it must not be leaked either.
                 log.error("msg=\"process without a record, killing its tree\" name=\(Log.q(name))")
                 _ = try? Proc.signal(pidfd: fd, Signal.kill)
-                if let oldDaemon { ownership.killMarked("\(Ownership.markerName)=\(oldDaemon).\(h)") }
+                if let oldDaemon { ownership.killMarked("\(Ownership.markerName)=\(oldDaemon).\(h)", anyRun: true) }
             }
             log.warn("msg=\"stored fd not claimed by any process, closing\" name=\(Log.q(name))")
             FD.close(fd)

@@ -69,6 +69,8 @@ public final class ProcessRecord {
     var exitWaiters: [() -> Void] = []
     /// The cgroup v2 leaf that holds the whole tree (nil: process group + /proc fallback).
     var cgroupLeaf: String?
+    /// Runs launched so far (a managed process relaunches); part of the fallback's tree marker.
+    var launches = 0
     /// `/processes/run`: the run's timeout fired.
     var timedOut = false
     var isRun = false

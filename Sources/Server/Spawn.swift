@@ -64,7 +64,8 @@ extension Server {
         }
         for (k, v) in spec.env { set(k, v) }
         // The tree marker: how the fallback (no cgroup) finds orphaned descendants of this process.
-        set(Ownership.markerName, ownership.marker(record.handle))
+        record.launches += 1
+        set(Ownership.markerName, ownership.marker(record))
         let pathVar = env.first(where: { $0.0 == "PATH" })?.1 ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         guard let exe = Proc.resolveExecutable(spec.command, path: pathVar, cwd: spec.workingDir) else {
             throw APIError(500, "SPAWN_FAILED", "cannot start \(Router.clip(spec.command)): No such file or directory (not found in PATH)")

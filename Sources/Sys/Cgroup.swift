@@ -111,10 +111,14 @@ public enum ProcScan {
     }
 
     /// True if /proc/<pid>/environ contains exactly `entry` ("K=V").
-    public static func environContains(_ pid: Int32, _ entry: String) -> Bool {
+    /// Whether the environment of `pid` has the entry `entry`, or (if given) one starting with `orPrefix`.
+    public static func environContains(_ pid: Int32, _ entry: String, orPrefix: String? = nil) -> Bool {
         guard let b = try? FD.readFile("/proc/\(pid)/environ", limit: 1 << 20) else { return false }
         let needle = Array(entry.utf8)
-        return b.split(separator: 0).contains { Array($0) == needle }
+        let prefix = orPrefix.map { Array($0.utf8) }
+        return b.split(separator: 0).contains { e in
+            e.elementsEqual(needle) || (prefix.map { e.starts(with: $0) } ?? false)
+        }
     }
 
     /// C: kill(2) of one pid.

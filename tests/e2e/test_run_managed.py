@@ -236,7 +236,11 @@ def test_managed_always_restarts_clean_exit_and_never_does_not(daemon):
     assert daemon.info(n)["exit_code"] == 1
 
 
-def test_managed_name_addressing_restart_and_stop_grace(daemon):
+@pytest.mark.parametrize("mode", ["cgroup", "fallback"])
+def test_managed_name_addressing_restart_and_stop_grace(daemon, daemon_factory, mode):
+    # fallback: the sweep after the first run's tree kill must not hit the next run (per-run markers).
+    if mode == "fallback":
+        daemon = daemon_factory("--no-cgroup")
     name = f"web svc {secrets.token_hex(2)}"
     enc = name.replace(" ", "%20")
     info = daemon.start("sh", ["-c", "trap '' TERM; echo up; while :; do sleep 0.05; done"], name=name, stop_grace_ms=700)
