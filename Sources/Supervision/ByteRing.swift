@@ -8,11 +8,12 @@
 // both run the same code. The byte at stream offset o lives at data[o % capacity]. Only the header's
 // `total` word (bytes ever written) is the committed state.
 //
-// Crash consistency: an append writes at most `commitEvery` bytes, then publishes the new total (behind a
-// release fence), and repeats. The retained window is the last `capacity - commitEvery` bytes before the
-// committed total, so the bytes an uncommitted write may have overwritten (at most `commitEvery`, just
-// behind the window) are never claimed: after a crash at any instant, every byte the recovered ring
-// serves is the byte that was at that offset.
+// Crash consistency (region mode): an append writes at most `commitEvery` bytes, then publishes the new
+// total (behind a release fence), and repeats. The retained window is the last `capacity - commitEvery`
+// bytes before the committed total, so the bytes an uncommitted write may have overwritten (at most
+// `commitEvery`, just behind the window) are never claimed: after a crash at any instant, every byte the
+// recovered ring serves is the byte that was at that offset. A heap-mode ring has nothing to recover:
+// it retains its whole capacity and takes writes of up to all of it at once (bigger pipe reads).
 
 #if canImport(Synchronization)
 import Synchronization
@@ -22,8 +23,11 @@ import Sys
 public final class ByteRing {
     /// Size of the data area (the memory the ring may touch, besides its 64-byte header).
     public let capacity: Int
-    /// The most bytes written between two commits; also the part of the data area not retained.
+    /// The most bytes written between two commits (one `fill`, one piece of an `append`).
     public let commitEvery: Int
+    /// Bytes the ring keeps: offsets [firstOffset, total) are readable. Region mode: capacity minus
+    /// commitEvery; heap mode: the capacity.
+    public let window: Int
     private var base: UnsafeMutableRawPointer?
     private var owned = false
     /// Bytes ever appended: the offset the next byte will get.
@@ -38,7 +42,8 @@ public final class ByteRing {
     public init(capacity: Int) {
         precondition(capacity >= 4096, "ByteRing: capacity below 4 KiB")
         self.capacity = capacity
-        commitEvery = ByteRing.commitSize(capacity)
+        commitEvery = capacity
+        window = capacity
     }
 
     /// Region mode: `region` (at least `regionSize(capacity:)` bytes) stays mapped for the ring's
@@ -50,6 +55,7 @@ public final class ByteRing {
         }
         self.capacity = capacity
         commitEvery = ByteRing.commitSize(capacity)
+        window = capacity - commitEvery
         base = p
         if fresh {
             p.storeBytes(of: 0, toByteOffset: totalOffset, as: UInt64.self)
@@ -83,8 +89,6 @@ public final class ByteRing {
 
     private static func commitSize(_ capacity: Int) -> Int { min(1 << 20, capacity / 4) }
 
-    /// Bytes the ring keeps: offsets [firstOffset, total) are readable.
-    public var window: Int { capacity - commitEvery }
     /// Offset of the oldest byte still retained.
     public var firstOffset: UInt64 {
         Swift.min(total, Swift.max(validFrom, total > UInt64(window) ? total - UInt64(window) : 0))
