@@ -269,7 +269,7 @@ extension Server {
         do {
             // The previous run's leftovers are gone (killed when its leader was reaped); wait for its
             // pipes to be closed before reusing the record.
-            for o in p.outputs { o.drain(maxReads: 64); o.close() }
+            for o in p.outputs { o.drain(maxBytes: 16 << 20); o.close() }
             loop.cancel(p.drainTimer); p.drainTimer = nil
             exitedOrder.removeAll { $0 === p }
             try launch(p)

@@ -283,7 +283,7 @@ extension Server {
                 // Exited before the crash but its pipes were still open: give them the drain time again.
                 p.drainTimer = loop.schedule(afterMs: config.drainMs) { [unowned self, weak p] in
                     guard let p else { return }
-                    for o in p.outputs { o.drain(maxReads: 64); o.close() }
+                    for o in p.outputs { o.drain(maxBytes: 16 << 20); o.close() }
                     self.maybeComplete(p)
                 }
             }

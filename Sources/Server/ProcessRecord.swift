@@ -111,16 +111,20 @@ final class PipeSource: EventHandler {
         self.server = server; self.process = process; self.stream = stream; self.fd = fd
     }
 
+    /// Bytes read per readiness event: then the loop moves on (other fds, and before-sleep, which pumps
+    /// the SSE followers). More than this per turn and a flooding child overruns the journal before its
+    /// followers got anything (2 MiB per turn lost half the lines of an 80-byte flood; 256 KiB: none).
+    static let bytesPerTurn = 256 << 10
+
     func handle(_ events: EpollEvents, _ loop: EventLoop) {
-        drain(maxReads: 8)
+        drain(maxBytes: PipeSource.bytesPerTurn)
     }
 
-    /// Reads what the pipe holds (bounded per call for fairness) into the journal; closes at EOF.
-    func drain(maxReads: Int) {
+    /// Reads what the pipe holds, up to about `maxBytes`, into the journal; closes at EOF.
+    func drain(maxBytes: Int) {
         guard fd >= 0, let process else { return }
-        var reads = 0
-        while reads < maxReads {
-            reads += 1
+        var budget = maxBytes
+        while budget > 0 {
             let r: IOResult
             let wanted: Int
             do {
@@ -132,6 +136,7 @@ final class PipeSource: EventHandler {
             switch r {
             case .bytes(let n):
                 server.outputArrived(process)
+                budget -= n
                 if n < wanted { return }   // the pipe is (very likely) empty now
                 // A flood: hand this read to the raw readers before reading more, so the ring is not
                 // overrun behind them (they send straight from it; SSE followers batch in before-sleep).

@@ -187,7 +187,7 @@ public final class Server {
 
     func childExited(_ p: ProcessRecord) {
         // Output written before the exit is in the pipes now: take it first, so "exited" implies "captured".
-        for o in p.outputs { o.drain(maxReads: 64) }
+        for o in p.outputs { o.drain(maxBytes: 16 << 20) }
         let report: ExitReport?
         do { report = try Proc.reap(pidfd: p.pidfd) } catch let e as SysError where e.errno == ECHILD_ {
             // Re-adopted after a crash: not our child any more (systemd reaps it); ask the pidfd.
@@ -220,7 +220,7 @@ public final class Server {
             // A descendant may still hold the pipes: give them a short drain time, then close.
             p.drainTimer = loop.schedule(afterMs: config.drainMs) { [unowned self, weak p] in
                 guard let p else { return }
-                for o in p.outputs { o.drain(maxReads: 64); o.close() }
+                for o in p.outputs { o.drain(maxBytes: 16 << 20); o.close() }
                 self.maybeComplete(p)
             }
         }
