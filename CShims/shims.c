@@ -177,7 +177,11 @@ static int child_main(void *arg) {
         (void)sigaction(s, &dfl, NULL);
     }
     if (setsid() < 0) { p->failed_step = TEND_STEP_SETSID; goto fail; }
-    if (p->cgroup_procs_fd >= 0 && write(p->cgroup_procs_fd, "0", 1) != 1) { p->failed_step = TEND_STEP_CGROUP; goto fail; }
+    if (p->cgroup_fd >= 0 && !p->joined_by_clone) {
+        int procs = openat(p->cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+        if (procs < 0 || write(procs, "0", 1) != 1) { p->failed_step = TEND_STEP_CGROUP; goto fail; }
+        close(procs);
+    }
     if (dup_to(p->stdin_fd, 0) < 0 || dup_to(p->stdout_fd, 1) < 0 || dup_to(p->stderr_fd, 2) < 0) {
         p->failed_step = TEND_STEP_DUP; goto fail;
     }
@@ -199,6 +203,48 @@ fail:
     _exit(127);
 }
 
+#if defined(__x86_64__)
+// clone3 with a new stack and a function to run there (glibc has no public wrapper): the child returns
+// from the syscall on its new stack with the parent's registers, so fn and arg travel in r8/r9 (which
+// the syscall preserves), and it must never return into the parent's frames: it calls fn and exits.
+//   long tend_clone3_run(struct clone_args *args, size_t size, int (*fn)(void *), void *arg)
+__asm__(
+    ".text\n"
+    ".globl tend_clone3_run\n"
+    ".type tend_clone3_run,@function\n"
+    "tend_clone3_run:\n"
+    "    mov %rdx, %r8\n"
+    "    mov %rcx, %r9\n"
+    "    mov $435, %eax\n"          // SYS_clone3
+    "    syscall\n"
+    "    test %rax, %rax\n"
+    "    jnz 1f\n"
+    "    xor %ebp, %ebp\n"          // child: rsp = stack + stack_size (16-byte aligned)
+    "    mov %r9, %rdi\n"
+    "    call *%r8\n"
+    "    mov %eax, %edi\n"
+    "    mov $60, %eax\n"           // SYS_exit (child_main never returns: it execs or _exits)
+    "    syscall\n"
+    "    hlt\n"
+    "1:  ret\n"
+    ".size tend_clone3_run, .-tend_clone3_run\n");
+long tend_clone3_run(void *args, size_t size, int (*fn)(void *), void *arg);
+
+struct tend_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+static int clone3_unusable;   // set once clone3/CLONE_INTO_CGROUP was refused: use clone + cgroup.procs
+#endif
+
+void tend_spawn_without_clone3(void) {
+#if defined(__x86_64__)
+    clone3_unusable = 1;
+#endif
+}
+
 pid_t tend_spawn(tend_spawn_plan *p) {
     if (!child_stack) {
         child_stack = mmap(NULL, TEND_CHILD_STACK, PROT_READ | PROT_WRITE,
@@ -213,9 +259,38 @@ pid_t tend_spawn(tend_spawn_plan *p) {
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, &old);
     int pidfd = -1;
-    int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD | (p->share_files ? CLONE_FILES : 0);
-    pid_t pid = clone(child_main, child_stack + TEND_CHILD_STACK, flags, p, &pidfd);
-    int saved = errno;
+    int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | (p->share_files ? CLONE_FILES : 0);
+    pid_t pid = -1;
+    int saved = 0;
+    p->joined_by_clone = 0;
+#if defined(__x86_64__)
+    if (p->cgroup_fd >= 0 && !clone3_unusable) {
+        struct tend_clone_args a;
+        memset(&a, 0, sizeof a);
+        a.flags = (uint64_t)flags | CLONE_INTO_CGROUP;
+        a.pidfd = (uint64_t)(uintptr_t)&pidfd;
+        a.exit_signal = SIGCHLD;
+        a.stack = (uint64_t)(uintptr_t)child_stack;
+        a.stack_size = TEND_CHILD_STACK;
+        a.cgroup = (uint64_t)p->cgroup_fd;
+        p->joined_by_clone = 1;
+        long r = tend_clone3_run(&a, sizeof a, child_main, p);
+        if (r >= 0) {
+            pid = (pid_t)r;
+        } else {
+            p->joined_by_clone = 0;
+            saved = (int)-r;
+            // No clone3 (ENOSYS), an older struct (E2BIG), or a cgroup it will not start a child in
+            // (EINVAL, EOPNOTSUPP, EBUSY...): the old way, this time and (for the first two) from now on.
+            if (saved == ENOSYS || saved == E2BIG) clone3_unusable = 1;
+            if (saved == EAGAIN || saved == ENOMEM) { sigprocmask(SIG_SETMASK, &old, NULL); errno = saved; return -1; }
+        }
+    }
+#endif
+    if (pid < 0) {
+        pid = clone(child_main, child_stack + TEND_CHILD_STACK, flags | SIGCHLD, p, &pidfd);
+        saved = errno;
+    }
     sigprocmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) { errno = saved; return -1; }
     p->pidfd = pidfd;

@@ -55,7 +55,10 @@ typedef struct {
     int set_ids;               // when non-zero: setgroups(ngroups, groups), setgid(gid), setuid(uid)
     uid_t uid; gid_t gid;
     const gid_t *groups; int ngroups;
-    int cgroup_procs_fd;       // >= 0: the child writes "0" to it (joins that cgroup) before exec
+    // >= 0: an O_DIRECTORY fd of a cgroup v2 directory the child starts in: created there directly
+    // (clone3 CLONE_INTO_CGROUP: no migration, whose write lock can stall for an RCU grace period), or,
+    // where clone3 cannot do that, moved there by the child (writes "0" to <dir>/cgroup.procs).
+    int cgroup_fd;
     // When non-zero: clone with CLONE_FILES (no copy of the daemon's fd table, which may hold tens of
     // thousands of fds); the child's first act is close_range(keep_below, ~0U, CLOSE_RANGE_UNSHARE),
     // which gives it a private table holding only fds < keep_below. Every fd named above must be below it.
@@ -63,16 +66,19 @@ typedef struct {
     unsigned int keep_below;
     // out:
     int pidfd;                 // the child's pidfd (CLONE_PIDFD)
+    int joined_by_clone;       // 1 when clone3 placed the child in cgroup_fd (internal, read by the child)
     int child_errno;           // errno of the failed step in the child, 0 when execve succeeded
     int failed_step;           // which step failed (TEND_STEP_*)
 } tend_spawn_plan;
 enum { TEND_STEP_NONE = 0, TEND_STEP_UNSHARE_FILES, TEND_STEP_SETSID, TEND_STEP_CGROUP, TEND_STEP_DUP, TEND_STEP_CHDIR,
        TEND_STEP_SETGROUPS, TEND_STEP_SETGID, TEND_STEP_SETUID, TEND_STEP_EXEC };
-// clone(CLONE_VM|CLONE_VFORK|CLONE_PIDFD) on a private stack; the parent resumes once the child has
+// clone3/clone(CLONE_VM|CLONE_VFORK|CLONE_PIDFD) on a private stack; the parent resumes once the child has
 // exec'd or failed. Returns the pid (>0) with plan->pidfd set; if the child failed before exec it has
 // already exited: returns its pid with plan->child_errno/failed_step set (reap it through plan->pidfd).
 // Returns -1 with errno if clone itself failed.
 pid_t tend_spawn(tend_spawn_plan *plan);
+// From now on start children with clone and move them into their cgroup (for comparison and tests).
+void tend_spawn_without_clone3(void);
 
 // ---- crash recovery ----
 // The wait status of an exited process through its pidfd even when we are not (or no longer) its parent

@@ -50,16 +50,16 @@ final class Ownership {
     static let poolTarget = 8
     weak var loop: EventLoop?
 
-    func prepareLeaf(_ handle: Int) -> (path: String, procsFD: Int32)? {
+    func prepareLeaf(_ handle: Int) -> (path: String, dirFD: Int32)? {
         guard let base else { return nil }
         defer { scheduleRefill() }
         // A leaf with cgroup.procs open first.
         if let i = pool.lastIndex(where: { $0.procs >= 0 }) ?? (pool.isEmpty ? nil : pool.count - 1) {
             let leaf = pool.remove(at: i)
-            return (leaf.path, leaf.procs >= 0 ? leaf.procs : ((try? Cgroup.openProcs(leaf.path)) ?? -1))
+            return (leaf.path, leaf.procs >= 0 ? leaf.procs : ((try? Cgroup.openDir(leaf.path)) ?? -1))
         }
         guard let path = makeLeaf(base) else { return nil }
-        return (path, (try? Cgroup.openProcs(path)) ?? -1)
+        return (path, (try? Cgroup.openDir(path)) ?? -1)
     }
 
     /// A new, empty leaf. Never an existing directory: after an in-place upgrade (same pid, same subtree)
@@ -84,17 +84,20 @@ final class Ownership {
 
     private func needsRefill() -> Bool { pool.count < Ownership.poolTarget || openInPool < Ownership.poolTarget }
 
-    /// Fills the pool now (at start-up, so that its fds are part of the baseline).
-    func fillPool() {
+    /// Fills the pool now (at start-up, so that its fds are part of the baseline), or a few leaves at a
+    /// time from the refill timer (each mkdir and open blocks the loop for tens of µs).
+    func fillPool(atMost: Int = Ownership.poolTarget) {
         guard let base else { return }
         var made = 0
-        while pool.count < Ownership.poolTarget && made < Ownership.poolTarget, let leaf = makeLeaf(base) {
+        while pool.count < Ownership.poolTarget && made < atMost, let leaf = makeLeaf(base) {
             pool.append((leaf, -1)); made += 1
         }
         // The newest entries are taken first (popLast): open theirs.
         var open = openInPool
-        for i in pool.indices.reversed() where open < Ownership.poolTarget && pool[i].procs < 0 {
-            pool[i].procs = (try? Cgroup.openProcs(pool[i].path)) ?? -1
+        var opened = 0
+        for i in pool.indices.reversed() where open < Ownership.poolTarget && opened < atMost && pool[i].procs < 0 {
+            opened += 1
+            pool[i].procs = (try? Cgroup.openDir(pool[i].path)) ?? -1
             if pool[i].procs >= 0 { open += 1 }
         }
     }
@@ -106,20 +109,34 @@ final class Ownership {
             guard let self else { return }
             self.refillScheduled = false
             let before = (self.pool.count, self.openInPool)
-            self.fillPool()
+            self.fillPool(atMost: 2)
             if (self.pool.count, self.openInPool) != before { self.scheduleRefill() }   // not stuck (EMFILE)
         }
     }
 
-    /// An empty leaf goes back to the pool (or away when the pool is full).
+    /// An empty leaf goes back to the pool (or away when the pool is full). The pool may grow to
+    /// `poolMax` so that a burst of starts and exits does not turn into mkdir/rmdir churn (an rmdir of a
+    /// cgroup is the slowest of them); an empty cgroup costs the kernel a few KiB.
+    static let poolMax = 64
     private func recycle(_ leaf: String, knownEmpty: Bool = false) {
         guard let base, leaf.hasPrefix(base + "/") else { Cgroup.remove(leaf); return }
-        if pool.count < 2 * Ownership.poolTarget && (knownEmpty || !Cgroup.populated(leaf)) {
+        // A leaf that saw cgroup.kill is never reused: on this kernel (6.18) a child cloned into it with
+        // CLONE_INTO_CGROUP is killed at once (the kill sequence it samples is the parent cgroup's).
+        if killedLeaves.remove(leaf) != nil { Cgroup.remove(leaf); return }
+        if pool.count < Ownership.poolMax && (knownEmpty || !Cgroup.populated(leaf)) {
             pool.append((leaf, -1))
             scheduleRefill()
         } else {
             Cgroup.remove(leaf)
         }
+    }
+
+    private var killedLeaves = Set<String>()
+
+    /// SIGKILL to every process in `leaf` (cgroup.kill); the leaf is not reused afterwards.
+    private func killLeaf(_ leaf: String) {
+        Cgroup.kill(leaf)
+        killedLeaves.insert(leaf)
     }
 
     /// Signal for the process group only (send_signal semantics: like terminal job control).
@@ -132,7 +149,7 @@ final class Ownership {
     func signalTree(_ p: ProcessRecord, _ sig: Int32) {
         if p.isRunning { signalGroup(p, sig) }
         if let leaf = p.cgroupLeaf {
-            if sig == Signal.kill { Cgroup.kill(leaf) } else { for pid in Cgroup.pids(leaf) { ProcScan.signal(pid, sig) } }
+            if sig == Signal.kill { killLeaf(leaf) } else { for pid in Cgroup.pids(leaf) { ProcScan.signal(pid, sig) } }
             return
         }
         for pid in fallbackTree(p) { ProcScan.signal(pid, sig) }
@@ -177,7 +194,7 @@ final class Ownership {
     func leaderReaped(_ p: ProcessRecord, loop: EventLoop) -> Bool {
         if let leaf = p.cgroupLeaf {
             if Cgroup.populated(leaf) {
-                Cgroup.kill(leaf)
+                killLeaf(leaf)
                 removeWhenEmpty(leaf, loop: loop, attempts: 50)
                 return true
             }

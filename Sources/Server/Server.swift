@@ -51,6 +51,7 @@ public final class Server {
         var slots: [Int32] = []
         for _ in 0..<4 { slots.append(try FD.open("/dev/null", flags: FD.readWrite)) }
         spawnSlots = slots.max()! < 256 && Proc.getenv("TENDD_NO_CLONE_FILES") != "1" ? slots : nil
+        if Proc.getenv("TENDD_NO_CLONE3") == "1" { Proc.disableClone3() }
         if spawnSlots == nil { for s in slots { FD.close(s) } }
         loop = try EventLoop()
         var exe = FD.readLink("/proc/self/exe") ?? CommandLine.arguments[0]

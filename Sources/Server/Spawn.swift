@@ -109,9 +109,9 @@ extension Server {
                              cwd: spec.workingDir, stdin: stdinFD, stdout: stdoutFD, stderr: stderrFD, ids: ids)
         let prepared = ownership.prepareLeaf(record.handle)
         let leaf = prepared?.path
-        if let prepared, prepared.procsFD >= 0 {
-            plan.cgroupProcsFD = prepared.procsFD
-            toClose.append(prepared.procsFD)
+        if let prepared, prepared.dirFD >= 0 {
+            plan.cgroupFD = prepared.dirFD
+            toClose.append(prepared.dirFD)
         }
         var pid: Int32 = 0, pidfd: Int32 = -1
         do {
@@ -120,9 +120,9 @@ extension Server {
             } catch let f as SpawnFailure where f.step == "join cgroup" {
                 // The leaf is unusable (e.g. being removed): own this tree the fallback way instead.
                 log.warn("msg=\"cannot join cgroup leaf, using the fallback for this process\" leaf=\(Log.q(leaf ?? ""))) error=\(Log.q(f.reason))")
-                FD.close(plan.cgroupProcsFD)
-                toClose.removeAll { $0 == plan.cgroupProcsFD }
-                plan.cgroupProcsFD = -1
+                FD.close(plan.cgroupFD)
+                toClose.removeAll { $0 == plan.cgroupFD }
+                plan.cgroupFD = -1
                 (pid, pidfd) = try spawnParked(plan)
             }
         } catch let f as SpawnFailure {
@@ -146,7 +146,7 @@ extension Server {
         record.endedAt = nil
         record.status = .running
         runningCount += 1
-        record.cgroupLeaf = plan.cgroupProcsFD >= 0 ? leaf : nil
+        record.cgroupLeaf = plan.cgroupFD >= 0 ? leaf : nil
         if let old = processes[pid], old !== record { forget(old) }     // a reused pid: the old record was exited
         processes[pid] = record
         let exit = ExitSource(server: self, process: record)
@@ -186,7 +186,7 @@ extension Server {
             try FD.dup2(plan.stdin, slots[0]); p.stdin = slots[0]
             try FD.dup2(plan.stdout, slots[1]); p.stdout = slots[1]
             try FD.dup2(plan.stderr, slots[2]); p.stderr = slots[2]
-            if plan.cgroupProcsFD >= 0 { try FD.dup2(plan.cgroupProcsFD, slots[3]); p.cgroupProcsFD = slots[3] }
+            if plan.cgroupFD >= 0 { try FD.dup2(plan.cgroupFD, slots[3]); p.cgroupFD = slots[3] }
         } catch {
             return try Proc.spawn(plan)
         }

@@ -43,8 +43,10 @@ public enum Cgroup {
     public static func remove(_ path: String) -> Bool { rmdir(path) == 0 || errno == ENOENT }
 
     /// A write-only fd on `<leaf>/cgroup.procs` for the spawned child to join through.
-    public static func openProcs(_ leaf: String) throws -> Int32 {
-        try FD.open(leaf + "/cgroup.procs", flags: FD.writeOnly)
+    /// An O_DIRECTORY fd of the cgroup `leaf`: a child is started in it (clone3 CLONE_INTO_CGROUP, or
+    /// by writing to cgroup.procs under it).
+    public static func openDir(_ leaf: String) throws -> Int32 {
+        try FD.open(leaf, flags: FD.directory)
     }
 
     /// Writes "1" to `<leaf>/cgroup.kill`: SIGKILL to every process in the leaf.

@@ -56,6 +56,7 @@ public enum FD {
     public static let readOnly = O_RDONLY
     public static let readWrite = O_RDWR
     public static let writeOnly = O_WRONLY
+    public static let directory = O_RDONLY | O_DIRECTORY
 
     /// Reads a whole (small) file, e.g. a token file or a /proc entry.
     public static func readFile(_ path: String, limit: Int = 1 << 20) throws -> [UInt8] {

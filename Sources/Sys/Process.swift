@@ -10,7 +10,7 @@ public struct SpawnPlan {
     public var cwd: String?
     public var stdin: Int32, stdout: Int32, stderr: Int32
     public var ids: (uid: UInt32, gid: UInt32, groups: [UInt32])?
-    public var cgroupProcsFD: Int32 = -1
+    public var cgroupFD: Int32 = -1
     /// CLONE_FILES + CLOSE_RANGE_UNSHARE: every fd of the plan must be below `keepBelow`.
     public var keepBelow: UInt32? = nil
     public init(path: String, argv: [String], env: [String], cwd: String?, stdin: Int32, stdout: Int32, stderr: Int32,
@@ -36,6 +36,9 @@ public enum ExitReport: Equatable, Sendable {
 public enum Proc {
     /// Starts the child. Returns (pid, pidfd). Throws SpawnFailure if a step in the child failed (the
     /// child has then been reaped) or SysError if clone failed.
+    /// Start children with clone + a write to cgroup.procs instead of clone3(CLONE_INTO_CGROUP).
+    public static func disableClone3() { tend_spawn_without_clone3() }
+
     public static func spawn(_ plan: SpawnPlan) throws -> (pid: Int32, pidfd: Int32) {
         func cStrings(_ a: [String]) -> [UnsafeMutablePointer<CChar>?] { a.map { strdup($0) } + [nil] }
         var argv = cStrings(plan.argv)
@@ -57,7 +60,7 @@ public enum Proc {
                                 p.set_ids = 1; p.uid = ids.uid; p.gid = ids.gid
                                 p.groups = gp.baseAddress; p.ngroups = Int32(gp.count)
                             }
-                            p.cgroup_procs_fd = plan.cgroupProcsFD
+                            p.cgroup_fd = plan.cgroupFD
                             if let k = plan.keepBelow { p.share_files = 1; p.keep_below = k }
                             let pid = tend_spawn(&p)
                             if pid < 0 { throw lastError("clone") }

@@ -372,3 +372,19 @@ def test_users(daemon):
     assert_error(r, 500, "USER_NOT_FOUND")
     r = daemon.start_raw({"command": "true", "user": {"name": "root", "uid": 0}})
     assert_error(r, 400, "INVALID_REQUEST", mentions="user")
+
+
+def test_processes_started_after_tree_kills_live(daemon):
+    """Each DELETE kills a tree through cgroup.kill; processes started afterwards (which may get recycled
+    cgroup leaves) must run normally. A leaf that saw cgroup.kill kills children cloned into it on some
+    kernels, so such leaves are never reused."""
+    for _ in range(12):
+        p = daemon.start("sleep", ["30"])
+        time.sleep(0.02)
+        assert daemon.info(p["pid"])["status"] == "running", daemon.info(p["pid"])
+        assert daemon.request("DELETE", f"/api/v1/processes/{p['pid']}").status == 204
+    survivors = [daemon.start("sleep", ["30"]) for _ in range(4)]
+    time.sleep(0.1)
+    for s in survivors:
+        assert daemon.info(s["pid"])["status"] == "running"
+        daemon.request("DELETE", f"/api/v1/processes/{s['pid']}")
