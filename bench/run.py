@@ -123,6 +123,15 @@ class Env:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def cgroup2_mount():
+    """Where cgroup2 is mounted and with which options (they change spawn latency tails)."""
+    for line in open("/proc/mounts"):
+        f = line.split()
+        if len(f) > 3 and f[2] == "cgroup2":
+            return f"{f[1]} ({f[3]})"
+    return "none"
+
+
 def rss_kib(pid, field="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -585,6 +594,7 @@ def write_report(path, meta):
          f"- date: {meta['date']}; commit: `{meta['commit']}`; mode: {'quick' if meta['quick'] else 'full'}, {meta['runs']} runs per figure",
          *([f"- merged report: {meta['merged']}"] if meta.get("merged") else []),
          f"- machine: {meta['cpus']} vCPU, {meta['kernel']}; load average before / after: {meta['load_before']} / {meta['load_after']}",
+         *([f"- cgroup2 mount: {meta['cgroup2']} (`favordynmods` makes a migration through cgroup.procs cheap; tendd starts children in their leaf with clone3 either way)"] if meta.get("cgroup2") else []),
          f"- tendd: `{meta['tendd']}` with default flags except `--max-processes 5000 --max-connections 9000` (log level info, stderr to a file)",
          "- every figure: median of the runs (min–max), tendd and its baseline alternated in the same run; the ratio is of the medians.",
          "- the machine is shared (2 vCPU, other developers building): numbers are noisy; compare ratios, not absolute values.",
@@ -657,7 +667,8 @@ def main():
     label = os.environ.get("BENCH_COMMIT") or (commit + ("+dirty" if dirty else ""))
     meta = dict(date=time.strftime("%Y-%m-%d %H:%M"), commit=label, quick=args.quick, runs=R,
                 cpus=os.cpu_count(), kernel=os.uname().release, load_before=" ".join(load_before),
-                load_after=" ".join(open("/proc/loadavg").read().split()[:3]), tendd=os.path.relpath(tendd, ROOT))
+                load_after=" ".join(open("/proc/loadavg").read().split()[:3]), tendd=os.path.relpath(tendd, ROOT),
+                cgroup2=cgroup2_mount())
     if args.analysis:
         meta["analysis"] = open(args.analysis).read().strip()
     os.makedirs(RESULTS, exist_ok=True)
