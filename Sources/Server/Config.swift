@@ -5,7 +5,7 @@ public struct Config {
     public var listen: [String] = []
     public var tokenFile: String? = nil
     public var logLevel: LogLevel = .info
-    /// Per-process output retention (journal bound). 1 MiB keeps ~13,000 80-byte lines: enough to replay
+    /// Per-process output retention (journal memory bound). 1 MiB keeps ~10,000 80-byte lines: enough to replay
     /// a build log or a server's start-up, while 4,000 processes that all fill it cost at most 4 GiB (and an
     /// idle or quiet process costs next to nothing: journal segments are allocated lazily).
     public var journalBytes = 1 << 20
