@@ -355,6 +355,7 @@ int tend_set_cloexec(int fd, int on) {
 }
 
 int tend_dup_above(int fd, int min) { return fcntl(fd, F_DUPFD_CLOEXEC, min); }
+int tend_dup3_cloexec(int fd, int target) { return dup3(fd, target, O_CLOEXEC); }
 
 
 // ---- idle footprint: code pages mapped at start-up but never used again ----

@@ -108,6 +108,7 @@ int tend_wtermsig(int status);
 int tend_set_cloexec(int fd, int on);
 // dup2(2) / fcntl(F_DUPFD_CLOEXEC, min) (variadic).
 int tend_dup_above(int fd, int min);
+int tend_dup3_cloexec(int fd, int target);   // dup3(O_CLOEXEC) needs _GNU_SOURCE
 
 // Kill every process in a cgroup v2 leaf: write "1" to cgroup.kill (needs Linux 5.14).
 int tend_write_all(int fd, const void *buf, size_t len);

@@ -153,7 +153,9 @@ final class PipeSource: EventHandler {
     /// journal is fed from there (one copy less); else through the server's shared read buffer.
     private func readOnce(_ process: ProcessRecord) throws -> (IOResult, wanted: Int) {
         var result = IOResult.wouldBlock
-        if let ring = process.raw(stream) {
+        // Straight into the raw ring once it exists; the first read (often just EOF: a quiet process)
+        // goes through the shared buffer, so a stream that never prints allocates no ring.
+        if let ring = process.raw(stream), ring.allocated {
             var wanted = 0
             try ring.fill(max: server.readBuffer.count, { space in
                 wanted = space.count
@@ -169,7 +171,9 @@ final class PipeSource: EventHandler {
         if case .bytes(let n) = result {
             let now = Clock.wallMs()
             server.readBuffer.withUnsafeBytes { raw in
-                _ = process.journal.append(UnsafeRawBufferPointer(rebasing: raw[0..<n]), from: stream, nowMs: now)
+                let bytes = UnsafeRawBufferPointer(rebasing: raw[0..<n])
+                process.raw(stream)?.append(bytes)
+                _ = process.journal.append(bytes, from: stream, nowMs: now)
             }
         }
         return (result, server.readBuffer.count)

@@ -180,7 +180,7 @@ extension Server {
         guard let slots = spawnSlots else { return try Proc.spawn(plan) }
         var p = plan
         defer {
-            for s in slots { try? FD.dup2(devNull, s); try? FD.setCloexec(s, true) }
+            for s in slots { try? FD.dup2Cloexec(devNull, s) }
         }
         do {
             try FD.dup2(plan.stdin, slots[0]); p.stdin = slots[0]

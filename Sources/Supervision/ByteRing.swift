@@ -89,6 +89,9 @@ public final class ByteRing {
 
     private static func commitSize(_ capacity: Int) -> Int { min(1 << 20, capacity / 4) }
 
+    /// Whether the ring has its memory yet (heap mode: after its first byte; region mode: always).
+    public var allocated: Bool { base != nil }
+
     /// Offset of the oldest byte still retained.
     public var firstOffset: UInt64 {
         Swift.min(total, Swift.max(validFrom, total > UInt64(window) ? total - UInt64(window) : 0))

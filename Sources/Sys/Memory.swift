@@ -83,6 +83,10 @@ extension FD {
     public static func dup2(_ fd: Int32, _ target: Int32) throws {
         if Glibc.dup2(fd, target) < 0 { throw lastError("dup2") }
     }
+    /// C: dup3(fd, target, O_CLOEXEC): like dup2, the new fd close-on-exec, in one call.
+    public static func dup2Cloexec(_ fd: Int32, _ target: Int32) throws {
+        if tend_dup3_cloexec(fd, target) < 0 { throw lastError("dup3") }
+    }
 }
 
 extension FD {

@@ -255,3 +255,26 @@ def test_raw_readers_reset_during_a_flood(daemon):
     assert daemon.get("/api/v1/health").status == 200
     daemon.request("DELETE", f"{P}/{p['pid']}")
     assert daemon.alive()
+
+
+def test_quiet_processes_allocate_no_raw_ring(daemon_factory):
+    """A stream that never prints gets no ring (not even address space): 100 quiet processes must not
+    add 100 x 2 x 256 KiB of mappings to the daemon."""
+    d = daemon_factory()
+
+    def vm_size_kib():
+        with open(f"/proc/{d.pid}/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmSize:"))
+
+    warm = d.start("true")
+    d.wait_exit(warm["pid"])
+    before = vm_size_kib()
+    pids = [d.start("true")["pid"] for _ in range(100)]
+    for pid in pids:
+        d.wait_exit(pid)
+    grown = vm_size_kib() - before
+    assert grown < 8 * 1024, f"VmSize grew by {grown} KiB for 100 quiet processes"
+    p = d.sh("echo out; echo err >&2")
+    d.wait_exit(p["pid"])
+    assert d.get(f"{P}/{p['pid']}/stdout/raw").body == b"out\n"
+    assert d.get(f"{P}/{p['pid']}/stderr/raw").body == b"err\n"
