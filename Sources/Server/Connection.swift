@@ -337,9 +337,8 @@ final class Connection: EventHandler {
         build(&out)
         let n = out.count - start
         if n == 0 { out.removeSubrange(sizeAt...); return }
-        let hex = ("0123456789abcdef" as StaticString).utf8Start
         var v = n
-        for i in stride(from: 7, through: 0, by: -1) { out[sizeAt + i] = hex[v & 0xF]; v >>= 4 }
+        for i in stride(from: 7, through: 0, by: -1) { out[sizeAt + i] = hexDigits[v & 0xF]; v >>= 4 }
         out.append(0x0D); out.append(0x0A)
         lastWriteAt = server.loop.now
         server.markDirty(self)
@@ -384,10 +383,9 @@ final class Connection: EventHandler {
     }
 
     private func appendHex(_ v: Int, to out: inout [UInt8]) {
-        let digits: [UInt8] = Array("0123456789abcdef".utf8)
         var shift = 60
         while shift > 0 && (v >> shift) & 0xF == 0 { shift -= 4 }
-        while shift >= 0 { out.append(digits[(v >> shift) & 0xF]); shift -= 4 }
+        while shift >= 0 { out.append(hexDigits[(v >> shift) & 0xF]); shift -= 4 }
     }
 
     /// The stream's body ended (last chunk written, with optional trailer fields): back to reading
@@ -519,3 +517,5 @@ final class Connection: EventHandler {
         server.connectionClosed(self)
     }
 }
+
+private let hexDigits = ("0123456789abcdef" as StaticString).utf8Start

@@ -980,31 +980,16 @@ private struct JournalCore {
 
     /// Drops the record at the head (a line, or a wrap / time-base record before one).
     mutating func dropRecord() {
-        while true {
-            let left = ringSize &- headPhys
-            if left < 8 || ld(ring, headPhys, UInt32.self) == wrapMarker {
-                headPos &+= UInt64(left)
-                headPhys = 0
-                continue
-            }
-            let w = ld(ring, headPhys, UInt32.self)
-            if w == baseMarker {
-                headBase = ld(ring, headPhys &+ 8, Int64.self)
-                headPos &+= UInt64(baseRecordSize)
-                headPhys &+= baseRecordSize
-                continue
-            }
-            let len = Int(w & lenMask)
-            let size = len &+ lineOverhead
-            headPos &+= UInt64(size)
-            headPhys &+= size
-            headSeq &+= 1
-            droppedBytes &+= UInt64(len)
-            retainedText &-= UInt64(len)
-            retainedCost &-= size
-            if indexStart < index.count && indexFirstSeq <= headSeq { trimIndex() }
-            return
-        }
+        let w = skipToLine(ring, ringSize, &headPos, &headPhys, &headBase)
+        let len = Int(w & lenMask)
+        let size = len &+ lineOverhead
+        headPos &+= UInt64(size)
+        headPhys &+= size
+        headSeq &+= 1
+        droppedBytes &+= UInt64(len)
+        retainedText &-= UInt64(len)
+        retainedCost &-= size
+        if indexStart < index.count && indexFirstSeq <= headSeq { trimIndex() }
     }
 
     /// No lines left: the head moves to the tail.
@@ -1081,19 +1066,7 @@ private struct JournalCore {
             s = indexFirstSeq &+ UInt64(k &- indexStart) &* indexStride
         }
         while true {
-            let left = ringSize &- phys
-            if left < 8 || ld(ring, phys, UInt32.self) == wrapMarker {
-                pos &+= UInt64(left)
-                phys = 0
-                continue
-            }
-            let w = ld(ring, phys, UInt32.self)
-            if w == baseMarker {
-                tb = ld(ring, phys &+ 8, Int64.self)
-                pos &+= UInt64(baseRecordSize)
-                phys &+= baseRecordSize
-                continue
-            }
+            let w = skipToLine(ring, ringSize, &pos, &phys, &tb)
             if s == seq { return (pos, phys, tb, cum) }
             let len = Int(w & lenMask)
             cum &+= UInt64(len)
@@ -1221,6 +1194,27 @@ private func findNewline(_ src: UnsafePointer<UInt8>, from: Int, end: Int) -> (I
         i &+= 1
     }
     return (i, seen & highBits == 0)
+}
+
+/// Moves (pos, phys) past any wrap and time-base records to the next line record, taking the time base
+/// of a time-base record it passes; returns that line record's header word. The caller knows a line
+/// record follows (the position is before the tail).
+@inline(__always)
+private func skipToLine(_ ring: UnsafeMutableRawPointer, _ ringSize: Int, _ pos: inout UInt64, _ phys: inout Int,
+                        _ tb: inout Int64) -> UInt32 {
+    while true {
+        let left = ringSize &- phys
+        if left < 8 || ld(ring, phys, UInt32.self) == wrapMarker {
+            pos &+= UInt64(left)
+            phys = 0
+            continue
+        }
+        let w = ld(ring, phys, UInt32.self)
+        if w != baseMarker { return w }
+        tb = ld(ring, phys &+ 8, Int64.self)
+        pos &+= UInt64(baseRecordSize)
+        phys &+= baseRecordSize
+    }
 }
 
 /// For a UTF-8 lead byte: the sequence length (0 if `b` cannot start a sequence) and the valid range
