@@ -38,13 +38,13 @@ final class Ownership {
     /// sweep after one run's end cannot hit the next run of a managed process.
     func marker(_ p: ProcessRecord) -> String { "\(daemonPid).\(p.handle).\(p.launches)" }
 
-    /// The leaf for `handle` (created if needed) and an open fd of its cgroup.procs for the child to join
+    /// The leaf for `handle` (created if needed) and an open fd of its cgroup.dir for the child to join
     /// (-1 if it cannot be opened; the caller owns it), or nil in fallback mode.
     /// Creating and removing a cgroup (mkdir/rmdir in cgroupfs) costs about a quarter of a start's CPU,
-    /// opening its cgroup.procs (a cgroupfs path walk) another tenth: empty leaves are kept in a small
+    /// opening its cgroup.dir (a cgroupfs path walk) another tenth: empty leaves are kept in a small
     /// pool with that file already open, refilled from a timer (off the request path) and fed by leaves
     /// whose tree is gone.
-    private var pool: [(path: String, procs: Int32)] = []
+    private var pool: [(path: String, dir: Int32)] = []
     private var nextLeaf = 0
     private var refillScheduled = false
     static let poolTarget = 8
@@ -53,10 +53,10 @@ final class Ownership {
     func prepareLeaf(_ handle: Int) -> (path: String, dirFD: Int32)? {
         guard let base else { return nil }
         defer { scheduleRefill() }
-        // A leaf with cgroup.procs open first.
-        if let i = pool.lastIndex(where: { $0.procs >= 0 }) ?? (pool.isEmpty ? nil : pool.count - 1) {
+        // A leaf with cgroup.dir open first.
+        if let i = pool.lastIndex(where: { $0.dir >= 0 }) ?? (pool.isEmpty ? nil : pool.count - 1) {
             let leaf = pool.remove(at: i)
-            return (leaf.path, leaf.procs >= 0 ? leaf.procs : ((try? Cgroup.openDir(leaf.path)) ?? -1))
+            return (leaf.path, leaf.dir >= 0 ? leaf.dir : ((try? Cgroup.openDir(leaf.path)) ?? -1))
         }
         guard let path = makeLeaf(base) else { return nil }
         return (path, (try? Cgroup.openDir(path)) ?? -1)
@@ -78,9 +78,9 @@ final class Ownership {
         return nil
     }
 
-    /// At rest the pool holds poolTarget leaves with cgroup.procs open (so the daemon's fd count at rest
+    /// At rest the pool holds poolTarget leaves with cgroup.dir open (so the daemon's fd count at rest
     /// is constant: the leak checks compare with it), and up to poolTarget more recycled ones without.
-    private var openInPool: Int { pool.reduce(0) { $0 + ($1.procs >= 0 ? 1 : 0) } }
+    private var openInPool: Int { pool.reduce(0) { $0 + ($1.dir >= 0 ? 1 : 0) } }
 
     private func needsRefill() -> Bool { pool.count < Ownership.poolTarget || openInPool < Ownership.poolTarget }
 
@@ -95,10 +95,10 @@ final class Ownership {
         // The newest entries are taken first (popLast): open theirs.
         var open = openInPool
         var opened = 0
-        for i in pool.indices.reversed() where open < Ownership.poolTarget && opened < atMost && pool[i].procs < 0 {
+        for i in pool.indices.reversed() where open < Ownership.poolTarget && opened < atMost && pool[i].dir < 0 {
             opened += 1
-            pool[i].procs = (try? Cgroup.openDir(pool[i].path)) ?? -1
-            if pool[i].procs >= 0 { open += 1 }
+            pool[i].dir = (try? Cgroup.openDir(pool[i].path)) ?? -1
+            if pool[i].dir >= 0 { open += 1 }
         }
     }
 
@@ -232,7 +232,7 @@ final class Ownership {
             Cgroup.kill(l); Cgroup.remove(l)
             if let slash = l.lastIndex(of: "/") { parents.insert(String(l[..<slash])) }
         }
-        for l in pool { if l.procs >= 0 { FD.close(l.procs) }; Cgroup.remove(l.path) }
+        for l in pool { if l.dir >= 0 { FD.close(l.dir) }; Cgroup.remove(l.path) }
         for p in parents where p != base { Cgroup.remove(p) }   // subtrees of daemons before a restart
         pool.removeAll()
         // Leaves of an earlier image of this daemon (before an in-place upgrade) are ours too.

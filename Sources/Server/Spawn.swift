@@ -72,7 +72,7 @@ extension Server {
         }
 
         // Pipes: the child's ends are blocking, ours are non-blocking; all close-on-exec.
-        var toClose: [Int32] = []          // child ends (and the cgroup.procs fd), closed after the spawn
+        var toClose: [Int32] = []          // child ends (and the cgroup leaf fd), closed after the spawn
         var ours: [Int32] = []             // our ends, closed on failure
         func cleanup() { for fd in toClose + ours { FD.close(fd) } }
         var stdinFD = devNull, stdoutFD = devNull, stderrFD = devNull
