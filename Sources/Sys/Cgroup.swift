@@ -1,6 +1,6 @@
 // Cgroup: cgroup v2 leaves for whole-tree ownership (C: mkdir/rmdir and writes to cgroup files).
-// A process joins its leaf at spawn time (the child writes "0" to cgroup.procs before execve), so no
-// descendant can escape it; `cgroup.kill` (Linux 5.14) kills everything in it, setsid'd or not.
+// A process starts in its leaf (clone3 CLONE_INTO_CGROUP, or the child writes "0" to cgroup.procs before
+// execve), so no descendant can escape it; `cgroup.kill` (Linux 5.14) kills everything in it, setsid'd or not.
 import Glibc
 import CShims
 
@@ -42,7 +42,6 @@ public enum Cgroup {
     @discardableResult
     public static func remove(_ path: String) -> Bool { rmdir(path) == 0 || errno == ENOENT }
 
-    /// A write-only fd on `<leaf>/cgroup.procs` for the spawned child to join through.
     /// An O_DIRECTORY fd of the cgroup `leaf`: a child is started in it (clone3 CLONE_INTO_CGROUP, or
     /// by writing to cgroup.procs under it).
     public static func openDir(_ leaf: String) throws -> Int32 {
