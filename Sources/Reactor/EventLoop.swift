@@ -45,6 +45,8 @@ public final class EventLoop {
     private var deferred: [() -> Void] = []
     private var beforeSleepHooks: [() -> Void] = []
     private var lateEvents: [(Registration, EpollEvents)] = []
+    /// Registrations whose interest change the kernel refused: reported to their handler as `.error`.
+    private var failed: [Registration] = []
 
     /// Monotonic milliseconds, read once per iteration.
     public private(set) var now: Int64
@@ -77,11 +79,17 @@ public final class EventLoop {
         return reg
     }
 
-    /// Changes the interest set (a no-op if unchanged).
+    /// Changes the interest set (a no-op if unchanged). If the kernel refuses (out of memory), the
+    /// handler gets an `.error` event in the next iteration, so its owner closes it rather than waiting
+    /// for readiness that will never be reported.
     public func setInterest(_ reg: Registration, _ interest: EpollEvents) {
         guard isLive(reg), slots[Int(reg.slot)].interest != interest else { return }
         slots[Int(reg.slot)].interest = interest
-        try? epoll.modify(slots[Int(reg.slot)].fd, events: interest, data: reg.data)
+        do {
+            try epoll.modify(slots[Int(reg.slot)].fd, events: interest, data: reg.data)
+        } catch {
+            failed.append(reg)
+        }
     }
 
     public func interest(_ reg: Registration) -> EpollEvents {
@@ -140,7 +148,7 @@ public final class EventLoop {
     public func runOnce(maxWaitMs: Int64 = -1) throws {
         iterations &+= 1
         var timeout = maxWaitMs
-        if !deferred.isEmpty { timeout = 0 }
+        if !deferred.isEmpty || !failed.isEmpty { timeout = 0 }
         if let next = nextDeadline() {
             let until = max(0, next - Clock.monotonicMs())
             timeout = timeout < 0 ? until : min(timeout, until)
@@ -156,6 +164,11 @@ public final class EventLoop {
             }
         }
         now = Clock.monotonicMs()
+        if !failed.isEmpty {
+            let f = failed
+            failed.removeAll()
+            for reg in f where isLive(reg) { slots[Int(reg.slot)].handler?.handle(.error, self) }
+        }
         if !lateEvents.isEmpty {
             let late = lateEvents
             lateEvents.removeAll(keepingCapacity: true)
