@@ -247,3 +247,49 @@ struct TimerHeap {
         return top
     }
 }
+
+/// One fd and its registration with the loop, owned by one value: `close()` takes the fd out of epoll and
+/// then closes it, exactly once (a second call does nothing). Owners (pipes, sockets, probes) hold one
+/// instead of a raw fd and a registration that could be closed in the wrong order or twice. Debug builds
+/// trap when an owner is dropped with its fd still open (a leak).
+public final class WatchedFD {
+    public private(set) var fd: Int32
+    public private(set) var reg: Registration?
+    private unowned let loop: EventLoop
+
+    public init(_ fd: Int32, loop: EventLoop) {
+        self.fd = fd
+        self.loop = loop
+    }
+
+    public var isOpen: Bool { fd >= 0 }
+    public var isWatched: Bool { reg != nil }
+
+    /// Registers the fd (once); a failure is thrown to the caller, never dropped.
+    public func watch(_ interest: EpollEvents, late: Bool = false, handler: EventHandler) throws {
+        precondition(fd >= 0 && reg == nil, "watch of a closed or already watched fd")
+        reg = try loop.register(fd, interest, late: late, handler: handler)
+    }
+
+    /// Takes the fd out of epoll and keeps it open.
+    public func unwatch() {
+        if let reg { loop.deregister(reg) }
+        reg = nil
+    }
+
+    public func setInterest(_ interest: EpollEvents) {
+        if let reg { loop.setInterest(reg, interest) }
+    }
+
+    /// Deregisters, then closes the fd. Idempotent.
+    public func close() {
+        guard fd >= 0 else { return }
+        unwatch()
+        FD.close(fd)
+        fd = -1
+    }
+
+    deinit {
+        assert(fd < 0, "WatchedFD dropped with fd \(fd) still open")
+    }
+}

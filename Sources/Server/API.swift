@@ -34,9 +34,10 @@ extension Server {
         Socket.setNoDelay(fd)
         let c = Connection(server: self, fd: fd)
         do {
-            c.reg = try loop.register(fd, [.input, .readHangup], handler: c)
+            try c.io.watch([.input, .readHangup], handler: c)
         } catch {
-            FD.close(fd)
+            log.warn("msg=\"cannot watch a new connection, closing it\" error=\(Log.q("\(error)"))")
+            c.io.close()
             return
         }
         connections[ObjectIdentifier(c)] = c

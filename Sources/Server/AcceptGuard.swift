@@ -65,11 +65,11 @@ extension Server {
             reserveSpareFD()
         }
         // Do not spin on a level-triggered listener that cannot make progress: sleep, then listen again.
-        guard let reg = listener.reg else { return }
-        loop.setInterest(reg, [])
+        guard listener.io.isWatched else { return }
+        listener.io.setInterest([])
         loop.schedule(afterMs: Server.acceptPauseMs) { [weak listener] in
-            guard let listener, let reg = listener.reg, !self.stopping else { return }
-            self.loop.setInterest(reg, .input)
+            guard let listener, listener.io.isWatched, !self.stopping else { return }
+            listener.io.setInterest(.input)
         }
     }
 }

@@ -28,8 +28,9 @@ final class Connection: EventHandler {
     enum BodySink { case buffer, discard, stdin(StdinSink) }
 
     unowned let server: Server
-    let fd: Int32
-    var reg: Registration?
+    /// The socket and its registration: out of epoll at `close(reason:)`, closed in the deferred phase.
+    let io: WatchedFD
+    var fd: Int32 { io.fd }
     private(set) var state: State = .readingHead
     private(set) var closed = false
 
@@ -60,7 +61,7 @@ final class Connection: EventHandler {
 
     init(server: Server, fd: Int32) {
         self.server = server
-        self.fd = fd
+        io = WatchedFD(fd, loop: server.loop)
         lastActivity = server.loop.now
         lastWriteAt = server.loop.now
         acceptedAt = server.loop.now
@@ -112,7 +113,7 @@ final class Connection: EventHandler {
 
     /// Reads while there is room and the state wants input; writes interest while output is blocked.
     private func updateInterest() {
-        guard let reg, !closed else { return }
+        guard !closed else { return }
         var want: EpollEvents = []
         let maxBuffered = server.config.maxHeaderBytes + (64 << 10)
         if !peerClosed && unconsumed < maxBuffered { want.insert(.input) }
@@ -121,7 +122,7 @@ final class Connection: EventHandler {
         // EPOLLOUT only after a write would have blocked; queued output is otherwise written in the
         // loop's before-sleep phase without an epoll_ctl round trip.
         if writeBlocked && pendingOutput > 0 { want.insert(.output) }
-        server.loop.setInterest(reg, want)
+        io.setInterest(want)
     }
 
     // MARK: request processing
@@ -531,13 +532,12 @@ final class Connection: EventHandler {
         closed = true
         state = .closing
         if let reason { server.log.debug("msg=\"connection closed\" reason=\(Log.q(reason))") }
-        if let reg { server.loop.deregister(reg) }
-        reg = nil
+        io.unwatch()
         let f = follower
         follower = nil
         f?.detach()
         server.loop.defer_ { [self] in
-            FD.close(fd)
+            io.close()
             server.connectionClosed(self)
         }
     }

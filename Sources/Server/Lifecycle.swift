@@ -111,7 +111,6 @@ extension Server {
         for o in p.outputs { o.drain(maxBytes: 16 << 20); o.close() }
         do {
             try launch(p)
-            m.lastError = nil
             log.info("msg=\"managed process restarted\" id=\(Log.q(m.id)) pid=\(p.pid) restart_count=\(p.machine.restartCount)")
             send(p, .launched(pipesOpen: !p.outputs.isEmpty))
         } catch {

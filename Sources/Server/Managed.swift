@@ -107,8 +107,7 @@ final class ManagedState {
 final class HealthProbe: EventHandler {
     private let loop: EventLoop
     private let config: HealthCheckConfig
-    private var fd: Int32 = -1
-    private var reg: Registration?
+    private var io: WatchedFD?
     private var timer: TimerID?
     private var done: ((Bool, String) -> Void)?
     private var response: [UInt8] = []
@@ -119,8 +118,9 @@ final class HealthProbe: EventHandler {
         self.config = config
         self.done = done
         do {
-            fd = try Socket.startConnect(host: "127.0.0.1", port: config.port)
-            reg = try loop.register(fd, .output, handler: self)
+            let s = WatchedFD(try Socket.startConnect(host: "127.0.0.1", port: config.port), loop: loop)
+            io = s
+            try s.watch(.output, handler: self)
             timer = loop.schedule(afterMs: config.timeoutMs) { [weak self] in self?.finish(false, "timed out after \(config.timeoutMs) ms") }
         } catch {
             loop.defer_ { [weak self] in self?.finish(false, "connect: \(error)") }
@@ -128,19 +128,27 @@ final class HealthProbe: EventHandler {
     }
 
     func handle(_ events: EpollEvents, _ loop: EventLoop) {
+        guard let io, io.isOpen else { return }
+        let fd = io.fd
         if !sent {
             if let err = Socket.pendingError(fd) {
                 return finish(false, "connect: \(err.reason)")
             }
             if config.kind == .tcp { return finish(true, "connected") }
             let req = "GET \(config.path ?? "/") HTTP/1.1\r\nHost: 127.0.0.1:\(config.port)\r\nUser-Agent: tendd-health\r\nConnection: close\r\n\r\n"
-            _ = try? FD.write(fd, Array(req.utf8), from: 0)
+            do { _ = try FD.write(fd, Array(req.utf8), from: 0) } catch {
+                return finish(false, "send: \(error)")
+            }
             sent = true
-            if let reg { loop.setInterest(reg, .input) }
+            io.setInterest(.input)
             return
         }
         var buf = [UInt8](repeating: 0, count: 512)
-        let r = (try? buf.withUnsafeMutableBytes { try FD.read(fd, into: $0) }) ?? .eof
+        let r: IOResult
+        do { r = try buf.withUnsafeMutableBytes { try FD.read(fd, into: $0) } } catch {
+            return finish(false, "receive: \(error)")
+        }
+        if r == .wouldBlock { return }
         if case .bytes(let n) = r { response += buf[0..<n] }
         if let nl = response.firstIndex(of: 0x0A) ?? (r == .eof ? response.endIndex : nil) {
             let line = String(decoding: response[..<nl], as: UTF8.self)
@@ -163,8 +171,6 @@ final class HealthProbe: EventHandler {
     func cancel() {
         done = nil
         loop.cancel(timer); timer = nil
-        if let reg { loop.deregister(reg) }
-        reg = nil
-        FD.close(fd); fd = -1
+        io?.close()
     }
 }

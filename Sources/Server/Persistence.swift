@@ -4,7 +4,7 @@
 //   - per process, in systemd's fd store (FDSTORE=1, FDPOLL=0) or handed to a re-executed image:
 //     `p<handle>.pid` (pidfd), `p<handle>.out` / `.err` (pipe read ends), `.in` (stdin write end),
 //     `.jnl` (the journal's memfd: all retained output, seqs, timestamps, partial lines);
-//   - `state.json` in the state directory (RuntimeDirectory=, kept across restarts): specs, statuses,
+//   - `daemon.json` and `p<handle>.json` in the state directory (RuntimeDirectory=, kept across restarts): specs, statuses,
 //     exit codes, managed-process state; written atomically (write + rename) in the before-sleep phase
 //     whenever it changed, and synchronously before an fd that it describes is given up.
 // On start, the daemon gets its listeners and these fds back (sd_listen_fds_with_names, or LISTEN_FDS
@@ -387,7 +387,7 @@ extension Server {
     /// connections are closed (SSE followers resume with Last-Event-ID); the listening sockets stay
     /// open throughout, so no connection is refused: the kernel queues them until the new image accepts.
     func upgrade() {
-        guard !stopping, !upgrading else { return }
+        guard phase == .serving else { return }
         guard persistence != nil else {
             log.error("msg=\"upgrade refused: no state directory (--state-dir or RuntimeDirectory=), output would be lost\"")
             return
@@ -395,8 +395,8 @@ extension Server {
         // First stop accepting (the kernel keeps queueing connections on the listening sockets, which the
         // new image inherits) and let requests in flight finish, so no accepted connection is dropped
         // mid-request. Streams and idle keep-alive connections are closed by the exec (streams resume by id).
-        upgrading = true
-        for l in listeners { if let reg = l.reg { loop.deregister(reg); l.reg = nil } }
+        beginUpgrade()
+        for l in listeners { l.io.unwatch() }
         let deadline = loop.now + 2000
         func check() {
             let busy = connections.values.contains { $0.inFlight(now: loop.now) }

@@ -130,25 +130,27 @@ final class PipeSource: EventHandler {
     unowned let server: Server
     weak var process: ProcessRecord?
     let stream: OutputStream
-    var fd: Int32
-    var reg: Registration?
+    /// The read end and its registration (closed exactly once, at EOF or when the record is done).
+    let io: WatchedFD
+    var fd: Int32 { io.fd }
     /// Not read (and not registered, or its hang-up would wake the loop again and again) because a run's
     /// reader is behind: see `ProcessRecord.readAllowance`.
     private(set) var heldByReader = false
 
     init(server: Server, process: ProcessRecord, stream: OutputStream, fd: Int32) {
-        self.server = server; self.process = process; self.stream = stream; self.fd = fd
+        self.server = server; self.process = process; self.stream = stream
+        io = WatchedFD(fd, loop: server.loop)
     }
 
     /// Registers the read end with the loop (a failure is an error of the caller's operation, never ignored).
     func watch() throws {
-        reg = try server.loop.register(fd, .input, handler: self)
+        try io.watch(.input, handler: self)
     }
 
     private func hold() {
         guard !heldByReader else { return }
         heldByReader = true
-        if let reg { server.loop.deregister(reg); self.reg = nil }
+        io.unwatch()
     }
 
     /// The reader caught up: read again (a level-triggered registration reports what the pipe holds).
@@ -234,12 +236,9 @@ final class PipeSource: EventHandler {
 
     /// EOF or forced close: the partial line becomes a line, the fd is closed.
     func close() {
-        guard fd >= 0 else { return }
-        if let reg { server.loop.deregister(reg) }
+        guard io.isOpen else { return }
         if let process { server.persistence?.drop(process.handle, stream == .stdout ? "out" : "err") }
-        FD.close(fd)
-        fd = -1
-        reg = nil
+        io.close()
         heldByReader = false
         if let process {
             process.journal.finish(stream, nowMs: Clock.wallMs())
@@ -253,15 +252,16 @@ final class PipeSource: EventHandler {
 /// The write end of a child's stdin pipe with a bounded queue of bytes not yet accepted by the pipe.
 final class StdinSink: EventHandler {
     unowned let server: Server
-    var fd: Int32
-    var reg: Registration?
+    /// The write end; watched for room only while bytes are queued.
+    let io: WatchedFD
+    var fd: Int32 { io.fd }
     var queue: [UInt8] = []
     var queueStart = 0
     var closed = false            // stdin/close was requested (the fd closes once the queue is flushed)
     var waiters: [() -> Void] = [] // connections paused because the queue was full
     weak var record: ProcessRecord? // set when its fd is in the fd store (to drop it when closed)
 
-    init(server: Server, fd: Int32) { self.server = server; self.fd = fd }
+    init(server: Server, fd: Int32) { self.server = server; io = WatchedFD(fd, loop: server.loop) }
 
     var queued: Int { queue.count - queueStart }
 
@@ -298,8 +298,8 @@ final class StdinSink: EventHandler {
         }
         if queueStart > 0 && queueStart == queue.count { queue.removeAll(keepingCapacity: queue.capacity <= 65536); queueStart = 0 }
         if queued > 0 {
-            if reg == nil {
-                do { reg = try server.loop.register(fd, .output, handler: self) } catch {
+            if !io.isWatched {
+                do { try io.watch(.output, handler: self) } catch {
                     // Cannot wait for room in the pipe: what is queued cannot be delivered.
                     server.log.error("msg=\"cannot watch a stdin pipe, closing it\" error=\(Log.q("\(error)"))")
                     queue.removeAll(); queueStart = 0
@@ -308,7 +308,7 @@ final class StdinSink: EventHandler {
                 }
             }
         } else {
-            if let reg { server.loop.deregister(reg); self.reg = nil }
+            io.unwatch()
             if closed { shut() }
         }
         if queued < server.config.maxStdinQueue / 2 && !waiters.isEmpty {
@@ -336,13 +336,11 @@ final class StdinSink: EventHandler {
     /// Closes the fd now (exit of the process, EPIPE, or close after flush).
     func shut() {
         closed = true
-        if let reg { server.loop.deregister(reg); self.reg = nil }
         if let record, fd >= 0 {
             server.persistence?.drop(record.handle, "in")
             server.markStateDirty(record)
         }
-        FD.close(fd)
-        fd = -1
+        io.close()
         let w = waiters
         waiters.removeAll()
         for f in w { f() }

@@ -30,12 +30,13 @@ public final class Server {
     var dirtyConnections: [ObjectIdentifier: Connection] = [:]
     var signalSource: SignalSource?
     let systemd = SystemdIntegration()   // systemd: READY/STATUS/WATCHDOG/STOPPING hooks (SystemdIntegration.swift)
-    var stopping = false
-    var upgrading = false
+    /// The daemon's own lifecycle: serving, then either re-executing itself (upgrade) or stopping.
+    enum Phase { case serving, upgrading, stopping }
+    private(set) var phase = Phase.serving
+    var stopping: Bool { phase == .stopping }
     var orphanScanDue = false
     /// Reserved low fds for CLONE_FILES spawns (nil: copy the fd table instead).
     var spawnSlots: [Int32]?
-    var onStopped: (() -> Void)?
     public private(set) var exitCode: Int32? = nil
     let baseEnvironment: [(String, String)]
 
@@ -106,7 +107,7 @@ public final class Server {
     private func addListener(fd: Int32, label: String) throws {
         reserveSpareFD()   // hardening: the spare fd exists before the first connection, not at it
         let l = Listener(server: self, fd: fd, label: label)
-        l.reg = try loop.register(fd, .input, handler: l)
+        do { try l.io.watch(.input, handler: l) } catch { l.close(); throw error }
         listeners.append(l)
         log.info("msg=listening addr=\(Log.q(label))\(Socket.localPort(fd).map { " port=\($0)" } ?? "")")
     }
@@ -196,6 +197,10 @@ public final class Server {
     func forget(_ p: ProcessRecord) {
         table.remove(p)
         cancelTimers(p)
+        // An evicted record may still be draining: its pipes close with it (else a registered pipe of a
+        // record nobody holds would keep reporting readiness).
+        for o in p.outputs { o.close() }
+        p.stdin?.shut()
         persistence?.drop(p.handle, "jnl")
         persistence?.goneHandles.insert(p.handle)
         persistence?.dirtyRecords[p.handle] = nil
@@ -237,8 +242,8 @@ public final class Server {
 
     /// Stop accepting, TERM every child's group, KILL after the grace period, finish streams, exit 0.
     public func beginStop(reason: String) {
-        guard !stopping else { return }
-        stopping = true
+        guard phase != .stopping else { return }
+        phase = .stopping
         systemd.stopping(self, reason: reason)   // systemd: STOPPING=1
         log.info("msg=\"stopping\" reason=\(reason) running=\(table.runningCount)")
         for l in listeners { l.close() }
@@ -249,6 +254,9 @@ public final class Server {
         loop.schedule(afterMs: config.shutdownGraceMs + config.drainMs + 2000) { [unowned self] in self.finishStop() }
         checkStopped()
     }
+
+    /// SIGUSR2: no further stop or upgrade starts while the re-exec is being prepared.
+    func beginUpgrade() { phase = .upgrading }
 
     func checkStopped() {
         guard stopping else { return }
@@ -279,10 +287,10 @@ struct ConfigError: Error, CustomStringConvertible {
 /// A listening socket: accepts until EAGAIN (bounded per wake-up).
 final class Listener: EventHandler {
     unowned let server: Server
-    let fd: Int32
+    let io: WatchedFD
+    var fd: Int32 { io.fd }
     let label: String
-    var reg: Registration?
-    init(server: Server, fd: Int32, label: String) { self.server = server; self.fd = fd; self.label = label }
+    init(server: Server, fd: Int32, label: String) { self.server = server; io = WatchedFD(fd, loop: server.loop); self.label = label }
 
     func handle(_ events: EpollEvents, _ loop: EventLoop) {
         server.reserveSpareFD()   // hardening: the reserved-fd trick (AcceptGuard.swift)
@@ -298,10 +306,7 @@ final class Listener: EventHandler {
         }
     }
 
-    func close() {
-        if let reg { server.loop.deregister(reg) }
-        FD.close(fd)
-    }
+    func close() { io.close() }
 }
 
 /// The daemon's signalfd.

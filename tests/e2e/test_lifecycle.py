@@ -10,19 +10,43 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import socket
 import time
 
 import pytest
 
-from conftest import RawConn, build_request, fd_count, procs_with, wait_for
+from conftest import RawConn, build_request, procs_with, wait_for
 
 from tensorlake.sandbox import Sandbox
 
 
 def sleep_marker() -> str:
     return f"1000.{secrets.randbelow(10**9):09d}"
+
+
+def server_side_inode(d, client: socket.socket) -> str:
+    """The inode of the daemon's end of `client`'s TCP connection, from /proc/net/tcp."""
+    cport = client.getsockname()[1]
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            if int(parts[1].split(":")[1], 16) == d.port and int(parts[2].split(":")[1], 16) == cport:
+                return parts[9]
+    raise AssertionError("no server side for the connection in /proc/net/tcp")
+
+
+def daemon_holds(d, inode: str) -> bool:
+    """Whether the daemon still has an fd for socket `inode` (exact, whatever other fds come and go)."""
+    want = f"socket:[{inode}]"
+    for fd in os.listdir(f"/proc/{d.pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{d.pid}/fd/{fd}") == want:
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def sdk(d) -> Sandbox:
@@ -137,13 +161,12 @@ def test_silent_run_dies_with_its_client(daemon, close_kind):
 def test_follower_that_leaves_is_freed_at_once(daemon_factory, close_kind):
     d = daemon_factory("--sse-keepalive-ms", "60000")
     p = d.start("sleep", ["30"])
-    wait_for(lambda: d.baseline_fds is not None, 5)
-    before = fd_count(d.pid)
     s = d.follow(p["pid"])
     assert s.status == 200
-    wait_for(lambda: fd_count(d.pid) == before + 1, 5, what="the follower's connection")
+    inode = server_side_inode(d, s.conn.sock)
+    assert daemon_holds(d, inode), "the daemon has no fd for the follower's connection"
     _leave(s.conn, close_kind)
-    wait_for(lambda: fd_count(d.pid) == before, 5, what="the follower to be freed (not at the next keep-alive)")
+    wait_for(lambda: not daemon_holds(d, inode), 5, what="the follower to be freed (not at the next keep-alive)")
 
 
 # ---------------------------------------------------------------- 3. long requests outlive the idle timeout
