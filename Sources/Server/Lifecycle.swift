@@ -64,7 +64,7 @@ extension Server {
             p.timers[timer] = nil
             switch timer {
             case .grace:
-                self.log.info("msg=\"stop grace expired, killing\" pid=\(p.pid)")
+                self.log.warn("msg=\"killing after grace period\" pid=\(p.pid)")
                 self.send(p, .graceElapsed)
             case .drain: self.send(p, .drainElapsed)
             case .backoff: self.send(p, .backoffElapsed)
