@@ -152,7 +152,6 @@ extension Server {
             report = .exited(-1)
         }
         guard let report else { return }   // spurious wake-up
-        if let reg = p.pidfdReg { loop.deregister(reg); p.pidfdReg = nil }
         p.endedAt = Clock.wallMs()
         table.runningCount -= 1
         switch report {
@@ -163,8 +162,8 @@ extension Server {
         markStateDirty(p)
         saveState()
         persistence?.drop(p.handle, "pid")
-        FD.close(p.pidfd)
-        p.pidfd = -1
+        p.pidfdIO?.close()
+        p.pidfdIO = nil
         p.stdin?.shut()
         p.exitSource = nil
         log.info("msg=\"process exited\" pid=\(p.pid) handle=\(p.handle) status=\(p.status.name) \(describe(p.status)) runtime_ms=\(p.endedAt! - p.startedAt)")

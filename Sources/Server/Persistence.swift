@@ -215,7 +215,6 @@ extension Server {
             if p.status == .running {
                 if let fd = take(h, "pid") {
                     pidfd = fd
-                    p.pidfd = fd
                     persistence?.store(fd, h, "pid")
                 } else {
                     log.error("msg=\"cannot re-adopt: pidfd missing, killing its tree\" pid=\(p.pid) handle=\(h)")

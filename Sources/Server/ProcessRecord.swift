@@ -59,8 +59,10 @@ public final class ProcessRecord {
     /// The memfd mapping the journal lives in (crash-safe mode), kept alive with the record.
     var region: SharedRegion?
 
-    var pidfd: Int32
-    var pidfdReg: Registration?
+    /// The leader's pidfd and its (late) registration: readable once the leader exits; closed right
+    /// after the reap (the state file holds the exit first).
+    var pidfdIO: WatchedFD?
+    var pidfd: Int32 { pidfdIO?.fd ?? -1 }
     var outputs: [PipeSource] = []       // open capture pipes (removed at EOF)
     var stdin: StdinSink?
     var followers: [ObjectIdentifier: StreamProducer] = [:]
@@ -87,7 +89,6 @@ public final class ProcessRecord {
         self.machine = machine
         self.handle = handle
         self.pid = 0
-        self.pidfd = -1
         self.spec = spec
         self.startedAt = 0
         self.journal = output.journal

@@ -152,7 +152,6 @@ extension Server {
 
         if table.processes[record.pid] === record { table.processes[record.pid] = nil }   // a restart: the old pid is gone
         record.pid = pid
-        record.pidfd = pidfd
         record.startedAt = Clock.wallMs()
         record.endedAt = nil
         record.status = .running
@@ -181,7 +180,9 @@ extension Server {
         if pidfd >= 0 {
             let exit = ExitSource(server: self, process: record)
             record.exitSource = exit
-            do { record.pidfdReg = try loop.register(pidfd, .input, late: true, handler: exit) } catch {
+            let io = WatchedFD(pidfd, loop: loop)
+            record.pidfdIO = io
+            do { try io.watch(.input, late: true, handler: exit) } catch {
                 log.error("msg=\"cannot watch a pidfd; its exit is polled\" pid=\(record.pid) error=\(Log.q("\(error)"))")
                 table.unwatchedExits.append(record)
             }
