@@ -13,7 +13,7 @@ import Supervision
 
 final class Connection: EventHandler {
     enum State { case readingHead, readingBody, streaming, closing }
-    enum BodySink { case buffer, discard, stdin(StdinSink) }
+    enum BodySink { case buffer, discard, stdin(StdinSink), file(FileUpload) }   // files: .file (Files.swift)
 
     unowned let server: Server
     let fd: Int32
@@ -45,6 +45,10 @@ final class Connection: EventHandler {
     private var scratch: [UInt8] = []
     private var paused = false
     var follower: StreamProducer?
+    // files: a fixed-length streaming body (no chunk framing, no SSE keep-alive) and a producer that
+    // writes straight to the socket (sendfile) and waits for EPOLLOUT with nothing queued.
+    private var fixedBody = false
+    private var wantWritable = false
 
     init(server: Server, fd: Int32) {
         self.server = server
@@ -104,6 +108,7 @@ final class Connection: EventHandler {
         // EPOLLOUT only after a write would have blocked; queued output is otherwise written in the
         // loop's before-sleep phase without an epoll_ctl round trip.
         if writeBlocked && pendingOutput > 0 { want.insert(.output) }
+        if wantWritable { want.insert(.output) }   // files: a sendfile producer waits for room
         server.loop.setInterest(reg, want)
     }
 
@@ -172,6 +177,11 @@ final class Connection: EventHandler {
             case .success(let s): sink = .stdin(s)
             case .failure(let e): return finishEarly(e)
             }
+        case .file:   // files: the upload's temporary file is created before the body is read
+            switch server.beginUpload(h) {
+            case .success(let u): sink = .file(u)
+            case .failure(let e): return finishEarly(e)
+            }
         }
         switch h.framing {
         case .none:
@@ -183,7 +193,10 @@ final class Connection: EventHandler {
             contentRemaining = n; chunked = nil
         case .chunked:
             let limit: Int
-            if case .stdin = sink { limit = Int.max } else { limit = server.config.maxBodyBytes }
+            switch sink {   // files: an upload, like stdin, has no body limit
+            case .stdin, .file: limit = Int.max
+            case .buffer, .discard: limit = server.config.maxBodyBytes
+            }
             chunked = ChunkedDecoder(maxBodyBytes: limit)
             contentRemaining = 0
         }
@@ -210,7 +223,7 @@ final class Connection: EventHandler {
                 inStart += consumed
                 chunked = dec
                 if !scratch.isEmpty { deliver(scratch) }
-                if closed { return }
+                if closed || state != .readingBody { return }   // files: a failed upload answered already
                 switch result {
                 case .done: return bodyComplete()
                 case .invalid(let e): return sendError(APIError(e.status, e.code, e.message), close: true)
@@ -227,6 +240,7 @@ final class Connection: EventHandler {
             inBuf.withUnsafeBytes { raw in deliver(UnsafeRawBufferPointer(rebasing: raw[inStart..<(inStart + n)])) }
             inStart += n
             contentRemaining -= n
+            if closed || state != .readingBody { return }   // files: a failed upload answered already
         }
         if contentRemaining == 0 { bodyComplete() }
         else if peerClosed { close(reason: "eof mid-body") }
@@ -247,6 +261,11 @@ final class Connection: EventHandler {
                 paused = true
                 s.waiters.append { [weak self] in self?.resume() }
             }
+        case .file(let u):   // files: straight to the temporary file; an error ends the request
+            if let e = u.write(bytes) {
+                sink = .discard
+                sendError(e, close: true)
+            }
         }
     }
 
@@ -259,6 +278,10 @@ final class Connection: EventHandler {
     private func bodyComplete() {
         guard let head, let route else { return }
         state = .closing  // until the handler decides
+        if case .file(let u) = sink {   // files: the upload is complete: commit it (fsync + rename)
+            sink = .discard
+            return complete(u.commit())
+        }
         let outcome = server.handle(route, head: head, body: body, connection: self)
         body.removeAll(keepingCapacity: body.capacity <= 65536)
         complete(outcome)
@@ -401,6 +424,49 @@ final class Connection: EventHandler {
         follower = nil
         let keep = head?.keepAlive ?? false
         requestDone(status: 200, bytes: -1)
+        finishStreaming(keep: keep)
+    }
+
+    /// files: starts a response whose body (its length in `headers`) a producer writes next.
+    func beginBody(status: Int, headers: [(String, String)]) {
+        var h = headers
+        if !(head?.keepAlive ?? false) { h.append(("Connection", "close")) }
+        encodeResponseHead(status: status, headers: h, into: &out)
+        fixedBody = true
+        lastWriteAt = server.loop.now
+        server.markDirty(self)
+    }
+
+    /// files: body bytes of a `beginBody` response, queued.
+    func appendBody(_ bytes: UnsafeRawBufferPointer) {
+        out.append(contentsOf: bytes)
+        lastWriteAt = server.loop.now
+        server.markDirty(self)
+    }
+
+    /// files: a producer wrote `n` bytes straight to the socket.
+    func sentDirectly(_ n: Int) {
+        lastActivity = server.loop.now
+        lastWriteAt = lastActivity
+    }
+
+    /// files: the socket is full (or the producer's slice for this turn is used): call pump on EPOLLOUT.
+    func awaitWritable() {
+        writeBlocked = true
+        wantWritable = true
+        updateInterest()
+    }
+
+    /// files: the `beginBody` response is complete.
+    func endBody() {
+        follower = nil
+        fixedBody = false
+        wantWritable = false
+        requestDone(status: 200, bytes: -1)
+        finishStreaming(keep: head?.keepAlive ?? false)
+    }
+
+    private func finishStreaming(keep: Bool) {
         if keep { state = .readingHead } else { closeAfterFlush = true; state = .closing }
         server.markDirty(self)
         server.loop.defer_ { [weak self] in self?.process() }
@@ -419,6 +485,7 @@ final class Connection: EventHandler {
     /// Writes what is queued; called before the loop sleeps and when the socket becomes writable.
     func flush() {
         guard !closed else { return }
+        wantWritable = false   // files: the pump below sends again (interest is updated at the end)
         var rounds = 0
         while true {
             while outStart < out.count {
@@ -496,7 +563,10 @@ final class Connection: EventHandler {
                 close(reason: "stalled reader")
                 return
             }
-            if pendingOutput == 0 && now - lastWriteAt >= server.config.sseKeepaliveMs {
+            if fixedBody && wantWritable && now - lastActivity > server.config.idleTimeoutMs {   // files: stalled reader
+                close(reason: "stalled reader"); return
+            }
+            if !fixedBody && pendingOutput == 0 && now - lastWriteAt >= server.config.sseKeepaliveMs {
                 appendChunk { $0.append(contentsOf: [0x3A, 0x0A, 0x0A]) }   // ":\n\n"
             }
         case .closing:
@@ -511,6 +581,7 @@ final class Connection: EventHandler {
         if let reason { server.log.debug("msg=\"connection closed\" reason=\(Log.q(reason))") }
         follower?.detach()
         follower = nil
+        if case .file(let u) = sink { u.abort(); sink = .discard }   // files: an unfinished upload leaves nothing
         if let reg { server.loop.deregister(reg) }
         reg = nil
         FD.close(fd)
