@@ -65,6 +65,14 @@ public enum File {
         return fd
     }
 
+    /// C: open(2) O_WRONLY|O_CREAT|O_TRUNC (the CLI's local files).
+    public static func openForWriting(_ path: String, mode: UInt32 = 0o644) throws -> Int32 {
+        guard let fd = try retrying("open", { tend_open_cloexec(path, O_WRONLY | O_CREAT | O_TRUNC, Int32(mode)) }) else {
+            throw SysError("open", errno: EAGAIN)
+        }
+        return fd
+    }
+
     /// C: write(2) until all of `bytes` is written (a regular file takes everything or fails: ENOSPC, EIO).
     public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws {
         var done = 0
