@@ -244,6 +244,7 @@ final class FileUpload {
     private let owner: (uid: UInt32, gid: UInt32)?
     private(set) var written: Int64 = 0
     private var writebackFrom: Int64 = 0
+    private var fsyncMs: Int64 = 0
     private let log: Log
 
     /// Write-back is started every this many bytes (sync_file_range), so the final fsync is short.
@@ -309,7 +310,9 @@ final class FileUpload {
         do {
             try File.fchmod(fd, mode)
             if let owner { try? File.fchown(fd, uid: owner.uid, gid: owner.gid) }
+            let syncStart = Clock.monotonicMs()
             try File.fsync(fd)
+            fsyncMs = Clock.monotonicMs() - syncStart
             FD.close(fd)
             fd = -1
             try File.rename(temp, target)
@@ -318,7 +321,7 @@ final class FileUpload {
             return .error(fileError(error, given))
         }
         if let (dir, _) = FilePaths.split(target) { File.syncDirectory(dir) }
-        log.info("msg=\"file written\" path=\(Log.q(target)) bytes=\(written)")
+        log.info("msg=\"file written\" path=\(Log.q(target)) bytes=\(written) fsync_ms=\(fsyncMs)")
         return .noContent
     }
 
