@@ -545,29 +545,40 @@ def sc_files(env, R, quick):
         finally: done.set(); th.join()
 
     dl = {"t": [], "tp": [], "b": []}; ul = {"t": [], "b": []}
+    cpu = {"t_get": [], "tp_get": [], "b_get": [], "t_put": [], "b_put": []}   # daemon CPU ns per MB moved
+    mb = size / 1e6
     rss = {"t_get": [], "t_put": [], "b_get": [], "b_put": [], "t_idle": []}
     for i in range(R):
         log(f"files: run {i + 1}/{R} ({size >> 20} MiB each way)")
         for who in (["t", "tp", "b"] if i % 2 == 0 else ["b", "tp", "t"]):
             if who == "b":
+                c0 = cpu_ns(base.pid)
                 r, m = peak_rss(base.pid, lambda: fc("get", BASE_PORT, env.token, src)); dl["b"].append(r["bytes"] / r["secs"]); rss["b_get"].append(m)
+                c1 = cpu_ns(base.pid); cpu["b_get"].append((c1 - c0) / mb)
                 r, m = peak_rss(base.pid, lambda: fc("put", BASE_PORT, env.token, src + ".b", src)); ul["b"].append(r["bytes"] / r["secs"]); rss["b_put"].append(m)
+                cpu["b_put"].append((cpu_ns(base.pid) - c1) / mb)
                 continue
             t = env.start_tendd(env={"TENDD_FILES_PREAD": "1"} if who == "tp" else None)
             rss["t_idle"].append(rss_kib(t.pid))
+            c0 = cpu_ns(t.pid)
             r, m = peak_rss(t.pid, lambda: fc("get", TENDD_PORT, env.token, src))
             assert r["bytes"] == size, r
             dl[who].append(r["bytes"] / r["secs"])
+            c1 = cpu_ns(t.pid); cpu[who + "_get"].append((c1 - c0) / mb)
             if who == "t":
                 rss["t_get"].append(m)
                 r, m = peak_rss(t.pid, lambda: fc("put", TENDD_PORT, env.token, src + ".t", src))
                 ul["t"].append(r["bytes"] / r["secs"]); rss["t_put"].append(m)
+                cpu["t_put"].append((cpu_ns(t.pid) - c1) / mb)
             env.stop(t)
     sec = "8. Files"
     add(sec, f"download {size >> 20} MiB from the page cache, sendfile (tendd) vs sendfile (C)", "B/s", dl["t"], dl["b"], True, 0.8, "≥ 0.8")
     add(sec, f"download {size >> 20} MiB, tendd pread + send (TENDD_FILES_PREAD=1) vs sendfile (C)", "B/s", dl["tp"], dl["b"], True, None, "(info)")
     add(sec, f"upload {size >> 20} MiB: temp file + fsync + rename, tendd read + write vs C splice", "B/s", ul["t"], ul["b"], True, 0.7, "≥ 0.7",
         "both fsync before the rename; the disk's write-back dominates")
+    add(sec, "daemon CPU per MB downloaded, tendd sendfile vs C sendfile", "ns", cpu["t_get"], cpu["b_get"], False, None, "(info)")
+    add(sec, "daemon CPU per MB downloaded, tendd pread + send vs C sendfile", "ns", cpu["tp_get"], cpu["b_get"], False, None, "(info)")
+    add(sec, "daemon CPU per MB uploaded (incl. fsync), tendd read + write vs C splice", "ns", cpu["t_put"], cpu["b_put"], False, None, "(info)")
     add(sec, "RSS peak during the download (sampled every 5 ms)", "KiB", rss["t_get"], rss["b_get"], False, None, "(info)",
         f"tendd idle: {statistics.median(rss['t_idle']):,.0f} KiB")
     add(sec, "RSS peak during the upload", "KiB", rss["t_put"], rss["b_put"], False, None, "(info)")

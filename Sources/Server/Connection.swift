@@ -49,6 +49,15 @@ final class Connection: EventHandler {
     // writes straight to the socket (sendfile) and waits for EPOLLOUT with nothing queued.
     private var fixedBody = false
     private var wantWritable = false
+    // files: a refused or failed upload is answered before its body was read; closing then (unread input)
+    // would send an RST that can destroy the answer in the client's buffer (the SDK then reports
+    // "connection reset" instead of the error). Instead: shut down writing, discard input until the client
+    // closes, at most `lingerMs` / `lingerBytes`, then close.
+    private var lingerOnClose = false
+    private var lingerDeadline: Int64? = nil
+    private var lingerDiscarded = 0
+    private static let lingerMs: Int64 = 2000
+    private static let lingerBytes = 64 << 20
 
     init(server: Server, fd: Int32) {
         self.server = server
@@ -64,6 +73,7 @@ final class Connection: EventHandler {
     // MARK: events
 
     func handle(_ events: EpollEvents, _ loop: EventLoop) {
+        if lingerDeadline != nil { return linger() }   // files: discarding a refused upload's body
         if events.contains(.input) || events.contains(.readHangup) { readAvailable() }
         if closed { return }
         if events.contains(.output) { flush() }
@@ -167,6 +177,7 @@ final class Connection: EventHandler {
         case .success(let x): r = x
         case .failure(let e): return finishEarly(e)
         }
+        lingerOnClose = r.bodyKind == .file   // files: see `linger()`
         route = r
         // Where the body goes.
         switch r.bodyKind {
@@ -503,7 +514,10 @@ final class Connection: EventHandler {
             writeBlocked = false
             out.removeAll(keepingCapacity: out.capacity <= (1 << 20))
             outStart = 0
-            if closeAfterFlush { close(reason: nil); return }
+            if closeAfterFlush {
+                if lingerOnClose && !peerClosed { return beginLinger() }   // files: answer read before the close
+                close(reason: nil); return
+            }
             rounds += 1
             guard state == .streaming, let f = follower else { break }
             if rounds >= 8 {
@@ -519,6 +533,35 @@ final class Connection: EventHandler {
         updateInterest()
         if state == .readingHead && unconsumed > 0 && pendingOutput < server.config.writeHighWater {
             server.loop.defer_ { [weak self] in self?.process() }
+        }
+    }
+
+    /// files: the answer is sent: shut down writing and discard input until EOF (bounded), then close.
+    private func beginLinger() {
+        closeAfterFlush = false
+        state = .closing
+        lingerDeadline = server.loop.now + Connection.lingerMs
+        Socket.shutdownWrite(fd)
+        inBuf.removeAll(); inStart = 0
+        if let reg { server.loop.setInterest(reg, [.input, .readHangup]) }
+    }
+
+    /// files: reads and drops what the client still sends (16 reads per turn at most).
+    private func linger() {
+        for _ in 0..<16 {
+            let r: IOResult
+            do {
+                r = try server.readBuffer.withUnsafeMutableBytes { raw in
+                    try FD.read(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<min(raw.count, 64 << 10)]))
+                }
+            } catch { return close(reason: nil) }
+            switch r {
+            case .bytes(let n):
+                lingerDiscarded += n
+                if lingerDiscarded > Connection.lingerBytes { return close(reason: "linger limit") }
+            case .wouldBlock: return
+            case .eof: return close(reason: nil)
+            }
         }
     }
 
@@ -570,6 +613,7 @@ final class Connection: EventHandler {
                 appendChunk { $0.append(contentsOf: [0x3A, 0x0A, 0x0A]) }   // ":\n\n"
             }
         case .closing:
+            if let d = lingerDeadline, now >= d { return close(reason: "linger timeout") }   // files
             if now - lastActivity > server.config.idleTimeoutMs { close(reason: "close timeout") }
         }
     }

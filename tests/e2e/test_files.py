@@ -172,6 +172,20 @@ def test_sdk_errors(sdk, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["file", "loop1", "loop2"]
 
 
+@pytest.mark.timeout(60)
+def test_sdk_refused_large_upload_gets_the_error_not_a_reset(sdk, tmp_path):
+    """The daemon answers before reading the body; it must not reset the connection under the client
+    (lingering close), or the SDK reports "connection reset" instead of the error."""
+    big = tmp_path / "big.src"
+    big.write_bytes(os.urandom(1 << 20) * 24)
+    for _ in range(4):
+        e = sdk_error(lambda: sdk.upload_file(str(big), str(tmp_path)))
+        assert (e.status_code, e.code) == (400, "IS_DIRECTORY"), e
+        e = sdk_error(lambda: sdk.write_file(f"{tmp_path}/../x", b"y" * (8 << 20)))
+        assert (e.status_code, e.code) == (403, "PATH_TRAVERSAL"), e
+    assert sdk.read_file(str(big)).value[:16] == big.read_bytes()[:16]   # the daemon serves on
+
+
 def test_sdk_spaces_and_non_ascii_names(sdk, tmp_path):
     for name in ["with space.txt", "plus+sign & amp=eq?.txt", "ünïcödé 日本.txt", "100%.txt", "#hash"]:
         p = tmp_path / "dir with space" / name
@@ -415,6 +429,17 @@ def test_full_disk_keeps_old_file_and_removes_temp(daemon, small_fs):
     assert leftovers(small_fs) == []
     # the disk is usable again afterwards
     assert put_raw(daemon, str(p), b"fits").status == 204 and p.read_bytes() == b"fits"
+
+
+def test_sdk_full_disk(sdk, small_fs, tmp_path):
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(3 << 20))
+    p = small_fs / "target"
+    p.write_bytes(b"old")
+    for fn in (lambda: sdk.upload_file(str(src), str(p)), lambda: sdk.write_file(str(p), src.read_bytes())):
+        e = sdk_error(fn)
+        assert (e.status_code, e.code) == (507, "NO_SPACE"), e
+        assert p.read_bytes() == b"old" and leftovers(small_fs) == []
 
 
 def test_read_only_file_system(daemon, small_fs):
