@@ -88,3 +88,35 @@ def test_errors_exit_1_with_the_daemon_message(daemon, tmp_path):
     assert r.returncode == 1 and b"cannot read" in r.stderr
     for args in (["cp", "a", "b"], ["cp", ":a", ":b"], ["cp", ":", "b"]):
         assert tend(daemon, *args).returncode == 64, args
+
+
+@pytest.mark.timeout(60)
+def test_cp_shows_progress_on_a_terminal(daemon, tmp_path):
+    """stderr is a terminal (a pty): a large copy draws a progress line; stdout stays clean."""
+    import pty
+    import subprocess
+    from test_cli import tend_env
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(1 << 20) * 12)
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.run([TEND_BIN, "cp", str(src), f":{tmp_path / 'up.bin'}"], env=tend_env(daemon),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, timeout=30)
+        os.close(slave)
+        slave = -1
+        out = b""
+        while True:
+            try:
+                b = os.read(master, 4096)
+            except OSError:   # EIO: the pty's other side is closed
+                break
+            if not b:
+                break
+            out += b
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    assert p.returncode == 0 and p.stdout == b""
+    assert b"12.0 MiB / 12.0 MiB  100%" in out, out
+    assert sha(tmp_path / "up.bin") == sha(src)
