@@ -53,6 +53,7 @@ final class Connection: EventHandler {
     // would send an RST that can destroy the answer in the client's buffer (the SDK then reports
     // "connection reset" instead of the error). Instead: shut down writing, discard input until the client
     // closes, at most `lingerMs` / `lingerBytes`, then close.
+    private var bodyStatus = 200
     private var lingerOnClose = false
     private var lingerDeadline: Int64? = nil
     private var lingerDiscarded = 0
@@ -444,6 +445,7 @@ final class Connection: EventHandler {
         if !(head?.keepAlive ?? false) { h.append(("Connection", "close")) }
         encodeResponseHead(status: status, headers: h, into: &out)
         fixedBody = true
+        bodyStatus = status
         lastWriteAt = server.loop.now
         server.markDirty(self)
     }
@@ -473,7 +475,7 @@ final class Connection: EventHandler {
         follower = nil
         fixedBody = false
         wantWritable = false
-        requestDone(status: 200, bytes: -1)
+        requestDone(status: bodyStatus, bytes: -1)
         finishStreaming(keep: head?.keepAlive ?? false)
     }
 
@@ -534,6 +536,12 @@ final class Connection: EventHandler {
         if state == .readingHead && unconsumed > 0 && pendingOutput < server.config.writeHighWater {
             server.loop.defer_ { [weak self] in self?.process() }
         }
+    }
+
+    /// files: the daemon stops or re-executes: an unfinished upload's temporary file goes now (the
+    /// connection is not closed through `close` then).
+    func abandonUpload() {
+        if case .file(let u) = sink { u.abort(); sink = .discard }
     }
 
     /// files: the answer is sent: shut down writing and discard input until EOF (bounded), then close.

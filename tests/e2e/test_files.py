@@ -512,3 +512,17 @@ def test_permission_denied_for_an_unprivileged_daemon():
         proc.wait(5)
         log.close()
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.timeout(60)
+def test_daemon_stop_mid_upload_leaves_no_temporary_file(daemon_factory, tmp_path):
+    d = daemon_factory()
+    p = tmp_path / "target"
+    p.write_bytes(b"old")
+    c = RawConn(d.port)
+    c.send(build_request("PUT", fq(str(p)), token=d.token, headers={"Content-Length": str(10 << 20)}) + b"q" * 100000)
+    wait_for(lambda: leftovers(tmp_path), what="the temporary file to appear")
+    assert d.stop() == 0
+    assert leftovers(tmp_path) == []
+    assert p.read_bytes() == b"old"
+    c.close()
