@@ -383,3 +383,8 @@ size_t tend_trim_code_pages(void) {
     dl_iterate_phdr(trim_segment, &total);
     return total;
 }
+
+// files: see CShims.h.
+int tend_sync_file_range_write(int fd, long long offset, long long count) {
+    return sync_file_range(fd, (off_t)offset, (off_t)count, SYNC_FILE_RANGE_WRITE);
+}

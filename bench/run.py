@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """tend benchmark suite: tendd against raw C baselines, side by side in the same run.
 
-    python3 bench/run.py [--quick] [--runs N] [--only sse,lat,raw,start,info,fanout,density]
+    python3 bench/run.py [--quick] [--runs N] [--only sse,lat,raw,start,info,fanout,density,files]
 
 Builds tendd (release, static stdlib, scratch path .build-bench; or uses $TENDD_BIN), compiles the
 baselines and tools with gcc -O2, runs every scenario several times alternating tendd and the
@@ -62,7 +62,8 @@ def build(args):
         tendd = os.path.join(ROOT, ".build-bench", "release", "tendd")
     for name, src in [("sse_relay", "baseline/sse_relay.c"), ("raw_relay", "baseline/raw_relay.c"),
                       ("api_server", "baseline/api_server.c"), ("client", "tools/client.c"),
-                      ("lines", "tools/lines.c"), ("pinger", "tools/pinger.c"), ("zerocopy", "baseline/zerocopy.c")]:
+                      ("lines", "tools/lines.c"), ("pinger", "tools/pinger.c"), ("zerocopy", "baseline/zerocopy.c"),
+                      ("file_server", "baseline/file_server.c"), ("fileclient", "tools/fileclient.c")]:
         sh(["gcc", "-O2", "-Wall", "-o", os.path.join(BIN, name), os.path.join(BENCH, src)])
     if not shutil.which("wrk"):
         log("installing wrk")
@@ -94,11 +95,11 @@ class Env:
     def b(self, name):
         return os.path.join(BIN, name)
 
-    def start_tendd(self, *flags):
+    def start_tendd(self, *flags, env=None):
         errlog = open(os.path.join(self.tmp, "tendd.log"), "a")
         p = subprocess.Popen([self.tendd, "--listen", f"127.0.0.1:{TENDD_PORT}", "--token-file", self.tokfile,
                               "--max-processes", "5000", "--max-connections", "9000", *flags],
-                             stdout=subprocess.DEVNULL, stderr=errlog)
+                             stdout=subprocess.DEVNULL, stderr=errlog, env=dict(os.environ, **(env or {})))
         procs.append(p)
         wait_port(TENDD_PORT, p)
         return p
@@ -516,6 +517,93 @@ def sc_density(env, R, quick):
 
 # ---------------------------------------------------------------- report
 
+def sc_files(env, R, quick):
+    """Files API: download (sendfile, and pread + send for comparison) and upload (temp file, fsync,
+    rename) of one large file against file_server.c (sendfile; splice socket → pipe → file), the daemon's
+    RSS during the transfer, and the latency of GET /api/v1/health while a transfer runs."""
+    import threading
+    size = (256 if quick else 1024) << 20
+    src = os.path.join(env.tmp, "files-src.bin")
+    block = os.urandom(1 << 20)
+    with open(src, "wb") as f:
+        for i in range(size >> 20):
+            f.write(block[i % 4096:] + block[:i % 4096])
+    fc = lambda *a: json.loads(subprocess.run([env.b("fileclient"), *map(str, a)], capture_output=True, text=True,
+                                              check=True, timeout=300).stdout.strip().splitlines()[-1])
+    base = env.start_base(["file_server", str(BASE_PORT)])
+
+    def peak_rss(pid, fn):
+        """Runs fn() while sampling VmRSS of pid every 5 ms; returns (fn's result, max KiB)."""
+        peak, done = [rss_kib(pid)], threading.Event()
+        def sample():
+            while not done.is_set():
+                try: peak[0] = max(peak[0], rss_kib(pid))
+                except OSError: return
+                time.sleep(0.005)
+        th = threading.Thread(target=sample); th.start()
+        try: return fn(), peak[0]
+        finally: done.set(); th.join()
+
+    dl = {"t": [], "tp": [], "b": []}; ul = {"t": [], "b": []}
+    cpu = {"t_get": [], "tp_get": [], "b_get": [], "t_put": [], "b_put": []}   # daemon CPU ns per MB moved
+    mb = size / 1e6
+    rss = {"t_get": [], "t_put": [], "b_get": [], "b_put": [], "t_idle": []}
+    for i in range(R):
+        log(f"files: run {i + 1}/{R} ({size >> 20} MiB each way)")
+        for who in (["t", "tp", "b"] if i % 2 == 0 else ["b", "tp", "t"]):
+            if who == "b":
+                c0 = cpu_ns(base.pid)
+                r, m = peak_rss(base.pid, lambda: fc("get", BASE_PORT, env.token, src)); dl["b"].append(r["bytes"] / r["secs"]); rss["b_get"].append(m)
+                c1 = cpu_ns(base.pid); cpu["b_get"].append((c1 - c0) / mb)
+                r, m = peak_rss(base.pid, lambda: fc("put", BASE_PORT, env.token, src + ".b", src)); ul["b"].append(r["bytes"] / r["secs"]); rss["b_put"].append(m)
+                cpu["b_put"].append((cpu_ns(base.pid) - c1) / mb)
+                continue
+            t = env.start_tendd(env={"TENDD_FILES_PREAD": "1"} if who == "tp" else None)
+            rss["t_idle"].append(rss_kib(t.pid))
+            c0 = cpu_ns(t.pid)
+            r, m = peak_rss(t.pid, lambda: fc("get", TENDD_PORT, env.token, src))
+            assert r["bytes"] == size, r
+            dl[who].append(r["bytes"] / r["secs"])
+            c1 = cpu_ns(t.pid); cpu[who + "_get"].append((c1 - c0) / mb)
+            if who == "t":
+                rss["t_get"].append(m)
+                r, m = peak_rss(t.pid, lambda: fc("put", TENDD_PORT, env.token, src + ".t", src))
+                ul["t"].append(r["bytes"] / r["secs"]); rss["t_put"].append(m)
+                cpu["t_put"].append((cpu_ns(t.pid) - c1) / mb)
+            env.stop(t)
+    sec = "8. Files"
+    add(sec, f"download {size >> 20} MiB from the page cache, sendfile (tendd) vs sendfile (C)", "B/s", dl["t"], dl["b"], True, 0.8, "≥ 0.8")
+    add(sec, f"download {size >> 20} MiB, tendd pread + send (TENDD_FILES_PREAD=1) vs sendfile (C)", "B/s", dl["tp"], dl["b"], True, None, "(info)")
+    add(sec, f"upload {size >> 20} MiB: temp file + fsync + rename, tendd read + write vs C splice", "B/s", ul["t"], ul["b"], True, 0.7, "≥ 0.7",
+        "both fsync before the rename; the disk's write-back dominates")
+    add(sec, "daemon CPU per MB downloaded, tendd sendfile vs C sendfile", "ns", cpu["t_get"], cpu["b_get"], False, None, "(info)")
+    add(sec, "daemon CPU per MB downloaded, tendd pread + send vs C sendfile", "ns", cpu["tp_get"], cpu["b_get"], False, None, "(info)")
+    add(sec, "daemon CPU per MB uploaded (incl. fsync), tendd read + write vs C splice", "ns", cpu["t_put"], cpu["b_put"], False, None, "(info)")
+    add(sec, "RSS peak during the download (sampled every 5 ms)", "KiB", rss["t_get"], rss["b_get"], False, None, "(info)",
+        f"tendd idle: {statistics.median(rss['t_idle']):,.0f} KiB")
+    add(sec, "RSS peak during the upload", "KiB", rss["t_put"], rss["b_put"], False, None, "(info)")
+    # Responsiveness: health latency on a keep-alive connection, idle vs while a download / an upload runs.
+    t = env.start_tendd()
+    idle, during_get, during_put = [], [], []
+    for i in range(R):
+        idle.append(fc("lat", TENDD_PORT, env.token, 300))
+        g = subprocess.Popen([env.b("fileclient"), "get", str(TENDD_PORT), env.token, src], stdout=subprocess.DEVNULL)
+        time.sleep(0.05)
+        during_get.append(fc("lat", TENDD_PORT, env.token, 300)); g.wait(300)
+        u = subprocess.Popen([env.b("fileclient"), "put", str(TENDD_PORT), env.token, src + ".lat", src], stdout=subprocess.DEVNULL)
+        time.sleep(0.05)
+        during_put.append(fc("lat", TENDD_PORT, env.token, 300)); u.wait(300)
+    env.stop(t); env.stop(base)
+    for k in ("p50_us", "p99_us"):
+        add(sec, f"GET /api/v1/health {k[:3]} while a download runs (tendd idle = baseline column)", "µs",
+            [x[k] for x in during_get], [x[k] for x in idle], False, None, "(info)")
+        add(sec, f"GET /api/v1/health {k[:3]} while an upload runs (tendd idle = baseline column)", "µs",
+            [x[k] for x in during_put], [x[k] for x in idle], False, None, "(info)")
+    for f in (src, src + ".b", src + ".t", src + ".lat"):
+        try: os.unlink(f)
+        except OSError: pass
+
+
 def fmt(v, unit):
     if v is None: return "—"
     if isinstance(v, str): return v
@@ -622,7 +710,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int)
-    ap.add_argument("--only", default="sse,lat,raw,start,info,fanout,density")
+    ap.add_argument("--only", default="sse,lat,raw,start,info,fanout,density,files")
     ap.add_argument("--analysis", help="markdown file appended to the report as its Analysis section")
     ap.add_argument("--merge", action="store_true", help="keep the sections of results/raw.json that this run does not measure")
     ap.add_argument("--report-only", action="store_true", help="rewrite REPORT.md and ratios.svg from results/raw.json")
@@ -652,7 +740,7 @@ def main():
     t0 = time.time()
     todo = args.only.split(",")
     scen = [("sse", sc_sse), ("lat", sc_lat), ("raw", sc_raw), ("start", sc_start), ("info", sc_info),
-            ("fanout", sc_fanout), ("density", sc_density)]
+            ("fanout", sc_fanout), ("density", sc_density), ("files", sc_files)]
     extra = {}
     try:
         for name, fn in scen:

@@ -113,4 +113,8 @@ int tend_dup3_cloexec(int fd, int target);   // dup3(O_CLOEXEC) needs _GNU_SOURC
 // Kill every process in a cgroup v2 leaf: write "1" to cgroup.kill (needs Linux 5.14).
 int tend_write_all(int fd, const void *buf, size_t len);
 
+// files: sync_file_range(2) with SYNC_FILE_RANGE_WRITE (a GNU extension, needs _GNU_SOURCE): start
+// write-back of an upload's pages without waiting, so its final fsync does not stall the loop for long.
+int tend_sync_file_range_write(int fd, long long offset, long long count);
+
 #endif

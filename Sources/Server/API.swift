@@ -161,6 +161,8 @@ extension Server {
                 return .rawJSON(200, outputResponse(p, filter))
             case .raw(let id, let stream):
                 return try rawOutput(try lookup(id), stream, head, connection)
+            case .files(let op):   // files: Files.swift
+                return filesRequest(op, head, connection)
             case .follow(let id, let filter, let tagged):
                 let p = try lookup(id)
                 let after = try resumePoint(head)

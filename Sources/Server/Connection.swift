@@ -25,7 +25,7 @@ import Supervision
 
 final class Connection: EventHandler {
     enum State { case readingHead, readingBody, awaitingHandler, streaming, closing }
-    enum BodySink { case buffer, discard, stdin(StdinSink) }
+    enum BodySink { case buffer, discard, stdin(StdinSink), file(FileUpload) }   // files: .file (Files.swift)
 
     unowned let server: Server
     /// The socket and its registration: out of epoll at `close(reason:)`, closed in the deferred phase.
@@ -58,6 +58,20 @@ final class Connection: EventHandler {
     private var scratch: [UInt8] = []
     private var paused = false
     var follower: StreamProducer?
+    // files: a fixed-length streaming body (no chunk framing, no SSE keep-alive) and a producer that
+    // writes straight to the socket (sendfile) and waits for EPOLLOUT with nothing queued.
+    private var fixedBody = false
+    private var wantWritable = false
+    // files: a refused or failed upload is answered before its body was read; closing then (unread input)
+    // would send an RST that can destroy the answer in the client's buffer (the SDK then reports
+    // "connection reset" instead of the error). Instead: shut down writing, discard input until the client
+    // closes, at most `lingerMs` / `lingerBytes`, then close.
+    private var bodyStatus = 200
+    private var lingerOnClose = false
+    private var lingerDeadline: Int64? = nil
+    private var lingerDiscarded = 0
+    private static let lingerMs: Int64 = 2000
+    private static let lingerBytes = 64 << 20
 
     init(server: Server, fd: Int32) {
         self.server = server
@@ -73,6 +87,7 @@ final class Connection: EventHandler {
     // MARK: events
 
     func handle(_ events: EpollEvents, _ loop: EventLoop) {
+        if lingerDeadline != nil { return linger() }   // files: discarding a refused upload's body
         // A stream's reader left (FIN: EPOLLRDHUP, even while its bytes have no room to be read).
         if state == .streaming && events.contains(.readHangup) { close(reason: "peer closed the stream"); return }
         if events.contains(.input) || events.contains(.readHangup) { readAvailable() }
@@ -122,6 +137,7 @@ final class Connection: EventHandler {
         // EPOLLOUT only after a write would have blocked; queued output is otherwise written in the
         // loop's before-sleep phase without an epoll_ctl round trip.
         if writeBlocked && pendingOutput > 0 { want.insert(.output) }
+        if wantWritable { want.insert(.output) }   // files: a sendfile producer waits for room
         io.setInterest(want)
     }
 
@@ -180,6 +196,7 @@ final class Connection: EventHandler {
         case .success(let x): r = x
         case .failure(let e): return finishEarly(e)
         }
+        lingerOnClose = r.bodyKind == .file   // files: see `linger()`
         route = r
         // Where the body goes.
         switch r.bodyKind {
@@ -188,6 +205,11 @@ final class Connection: EventHandler {
         case .stdin:
             switch server.stdinTarget(r) {
             case .success(let s): sink = .stdin(s)
+            case .failure(let e): return finishEarly(e)
+            }
+        case .file:   // files: the upload's temporary file is created before the body is read
+            switch server.beginUpload(h) {
+            case .success(let u): sink = .file(u)
             case .failure(let e): return finishEarly(e)
             }
         }
@@ -201,7 +223,10 @@ final class Connection: EventHandler {
             contentRemaining = n; chunked = nil
         case .chunked:
             let limit: Int
-            if case .stdin = sink { limit = Int.max } else { limit = server.config.maxBodyBytes }
+            switch sink {   // files: an upload, like stdin, has no body limit
+            case .stdin, .file: limit = Int.max
+            case .buffer, .discard: limit = server.config.maxBodyBytes
+            }
             chunked = ChunkedDecoder(maxBodyBytes: limit)
             contentRemaining = 0
         }
@@ -228,7 +253,7 @@ final class Connection: EventHandler {
                 inStart += consumed
                 chunked = dec
                 if !scratch.isEmpty { deliver(scratch) }
-                if closed { return }
+                if closed || state != .readingBody { return }   // files: a failed upload answered already
                 switch result {
                 case .done: return bodyComplete()
                 case .invalid(let e): return sendError(APIError(e.status, e.code, e.message), close: true)
@@ -245,6 +270,7 @@ final class Connection: EventHandler {
             inBuf.withUnsafeBytes { raw in deliver(UnsafeRawBufferPointer(rebasing: raw[inStart..<(inStart + n)])) }
             inStart += n
             contentRemaining -= n
+            if closed || state != .readingBody { return }   // files: a failed upload answered already
         }
         if contentRemaining == 0 { bodyComplete() }
         else if peerClosed { close(reason: "eof mid-body") }
@@ -265,6 +291,11 @@ final class Connection: EventHandler {
                 paused = true
                 s.waiters.append { [weak self] in self?.resume() }
             }
+        case .file(let u):   // files: straight to the temporary file; an error ends the request
+            if let e = u.write(bytes) {
+                sink = .discard
+                sendError(e, close: true)
+            }
         }
     }
 
@@ -277,6 +308,10 @@ final class Connection: EventHandler {
     private func bodyComplete() {
         guard let head, let route else { return }
         state = .awaitingHandler  // until the handler decides
+        if case .file(let u) = sink {   // files: the upload is complete: commit it (fsync + rename)
+            sink = .discard
+            return complete(u.commit())
+        }
         let outcome = server.handle(route, head: head, body: body, connection: self)
         body.removeAll(keepingCapacity: body.capacity <= 65536)
         complete(outcome)
@@ -419,6 +454,50 @@ final class Connection: EventHandler {
         follower = nil
         let keep = head?.keepAlive ?? false
         requestDone(status: 200, bytes: -1)
+        finishStreaming(keep: keep)
+    }
+
+    /// files: starts a response whose body (its length in `headers`) a producer writes next.
+    func beginBody(status: Int, headers: [(String, String)]) {
+        var h = headers
+        if !(head?.keepAlive ?? false) { h.append(("Connection", "close")) }
+        encodeResponseHead(status: status, headers: h, into: &out)
+        fixedBody = true
+        bodyStatus = status
+        lastWriteAt = server.loop.now
+        server.markDirty(self)
+    }
+
+    /// files: body bytes of a `beginBody` response, queued.
+    func appendBody(_ bytes: UnsafeRawBufferPointer) {
+        out.append(contentsOf: bytes)
+        lastWriteAt = server.loop.now
+        server.markDirty(self)
+    }
+
+    /// files: a producer wrote `n` bytes straight to the socket.
+    func sentDirectly(_ n: Int) {
+        lastActivity = server.loop.now
+        lastWriteAt = lastActivity
+    }
+
+    /// files: the socket is full (or the producer's slice for this turn is used): call pump on EPOLLOUT.
+    func awaitWritable() {
+        writeBlocked = true
+        wantWritable = true
+        updateInterest()
+    }
+
+    /// files: the `beginBody` response is complete.
+    func endBody() {
+        follower = nil
+        fixedBody = false
+        wantWritable = false
+        requestDone(status: bodyStatus, bytes: -1)
+        finishStreaming(keep: head?.keepAlive ?? false)
+    }
+
+    private func finishStreaming(keep: Bool) {
         if keep { state = .readingHead } else { closeAfterFlush = true; state = .closing }
         server.markDirty(self)
         server.loop.defer_ { [weak self] in self?.process() }
@@ -437,6 +516,7 @@ final class Connection: EventHandler {
     /// Writes what is queued; called before the loop sleeps and when the socket becomes writable.
     func flush() {
         guard !closed else { return }
+        wantWritable = false   // files: the pump below sends again (interest is updated at the end)
         var rounds = 0
         while true {
             while outStart < out.count {
@@ -454,7 +534,10 @@ final class Connection: EventHandler {
             writeBlocked = false
             out.removeAll(keepingCapacity: out.capacity <= (1 << 20))
             outStart = 0
-            if closeAfterFlush { close(reason: nil); return }
+            if closeAfterFlush {
+                if lingerOnClose && !peerClosed { return beginLinger() }   // files: answer read before the close
+                close(reason: nil); return
+            }
             rounds += 1
             guard state == .streaming, let f = follower else { break }
             if rounds >= 8 {
@@ -470,6 +553,41 @@ final class Connection: EventHandler {
         updateInterest()
         if state == .readingHead && unconsumed > 0 && pendingOutput < server.config.writeHighWater {
             server.loop.defer_ { [weak self] in self?.process() }
+        }
+    }
+
+    /// files: the daemon stops or re-executes: an unfinished upload's temporary file goes now (the
+    /// connection is not closed through `close` then).
+    func abandonUpload() {
+        if case .file(let u) = sink { u.abort(); sink = .discard }
+    }
+
+    /// files: the answer is sent: shut down writing and discard input until EOF (bounded), then close.
+    private func beginLinger() {
+        closeAfterFlush = false
+        state = .closing
+        lingerDeadline = server.loop.now + Connection.lingerMs
+        Socket.shutdownWrite(fd)
+        inBuf.removeAll(); inStart = 0
+        io.setInterest([.input, .readHangup])
+    }
+
+    /// files: reads and drops what the client still sends (16 reads per turn at most).
+    private func linger() {
+        for _ in 0..<16 {
+            let r: IOResult
+            do {
+                r = try server.readBuffer.withUnsafeMutableBytes { raw in
+                    try FD.read(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<min(raw.count, 64 << 10)]))
+                }
+            } catch { return close(reason: nil) }
+            switch r {
+            case .bytes(let n):
+                lingerDiscarded += n
+                if lingerDiscarded > Connection.lingerBytes { return close(reason: "linger limit") }
+            case .wouldBlock: return
+            case .eof: return close(reason: nil)
+            }
         }
     }
 
@@ -517,10 +635,14 @@ final class Connection: EventHandler {
                 close(reason: "stalled reader")
                 return
             }
-            if pendingOutput == 0 && now - lastWriteAt >= server.config.sseKeepaliveMs {
+            if fixedBody && wantWritable && now - lastActivity > server.config.idleTimeoutMs {   // files: stalled reader
+                close(reason: "stalled reader"); return
+            }
+            if !fixedBody && pendingOutput == 0 && now - lastWriteAt >= server.config.sseKeepaliveMs {
                 appendChunk { $0.append(contentsOf: [0x3A, 0x0A, 0x0A]) }   // ":\n\n"
             }
         case .closing:
+            if let d = lingerDeadline, now >= d { return close(reason: "linger timeout") }   // files
             if now - lastActivity > server.config.idleTimeoutMs { close(reason: "close timeout") }
         }
     }
@@ -536,6 +658,7 @@ final class Connection: EventHandler {
         let f = follower
         follower = nil
         f?.detach()
+        if case .file(let u) = sink { u.abort(); sink = .discard }   // files: an unfinished upload leaves nothing
         server.loop.defer_ { [self] in
             io.close()
             server.connectionClosed(self)

@@ -409,6 +409,7 @@ extension Server {
     }
 
     private func reexec() {
+        for (_, c) in connections { c.abandonUpload() }   // files: no temporary upload file outlives this image
         log.info("msg=\"upgrade: re-executing\" path=\(Log.q(executablePath)) processes=\(table.processes.count)")
         if systemd.enabled { _ = try? Systemd.notify("RELOADING=1\nSTATUS=re-executing") }
         // Everything a pipe held is still in the pipe; what was read is in the memfd journals.

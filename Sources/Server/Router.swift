@@ -11,12 +11,14 @@ public enum Route {
     case output(String, StreamFilter, tagged: Bool)
     case follow(String, StreamFilter, tagged: Bool)
     case raw(String, OutputStream)
+    case files(FileOp)   // files: Files.swift
 
-    enum BodyKind { case none, json, stdin }
+    enum BodyKind { case none, json, stdin, file }
     var bodyKind: BodyKind {
         switch self {
         case .startProcess, .run, .signal: return .json
         case .stdin: return .stdin
+        case .files(.write): return .file   // files: streamed into a FileUpload
         default: return .none
         }
     }
@@ -41,8 +43,16 @@ public enum Router {
             case "processes":
                 if method == "GET" { return .success(.listProcesses) }
                 return need("POST", .startProcess)
+            case "files":   // files: GET/PUT/DELETE /api/v1/files?path=P
+                switch method {
+                case "GET": return .success(.files(.read))
+                case "PUT": return .success(.files(.write))
+                default: return need("DELETE", .files(.delete))
+                }
             default: break
             }
+        case 2 where parts[0] == "files" && parts[1] == "list":   // files: GET /api/v1/files/list?path=P
+            return need("GET", .files(.list))
         case 2 where parts[0] == "processes":
             if parts[1] == "run" && method == "POST" { return .success(.run) }
             guard let p = segment(parts[1]) else { return .failure(.invalid("malformed percent-encoding in process")) }
@@ -78,7 +88,7 @@ public enum Router {
     /// The Allow header for a 405.
     public static func allowed(_ path: String) -> String {
         var methods: [String] = []
-        for m in ["GET", "POST", "DELETE"] {
+        for m in ["GET", "POST", "PUT", "DELETE"] {   // files: PUT
             if case .success = route(method: m, path: path) { methods.append(m) }
         }
         return methods.joined(separator: ", ")

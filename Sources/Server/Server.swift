@@ -268,6 +268,7 @@ public final class Server {
     private func finishStop() {
         guard exitCode == nil else { return }
         for (_, c) in connections { c.flush() }
+        for (_, c) in connections { c.abandonUpload() }   // files: no temporary upload file outlives the daemon
         ownership.removeSubtree(table.processes.values.compactMap { $0.cgroupLeaf })
         if let persistence {
             // A clean stop: nothing to re-adopt next time.

@@ -26,7 +26,8 @@ public struct Tend: ParsableCommand {
         """,
         version: tendCLIVersion,
         subcommands: [Run.self, Start.self, Ps.self, Logs.self, Kill.self, SignalCommand.self, Restart.self,
-                      Inspect.self, Stdin.self, Info.self, Health.self]
+                      Inspect.self, Stdin.self, Info.self, Health.self,
+                      Cp.self, Ls.self, Cat.self, Rm.self]   // files: Files.swift
     )
     public init() {}
 }

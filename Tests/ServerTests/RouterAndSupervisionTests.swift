@@ -24,6 +24,7 @@ final class RouterTests: XCTestCase {
             case .output(let p, let f, let tagged): return "output \(p) \(f.rawValue) \(tagged)"
             case .follow(let p, let f, let tagged): return "follow \(p) \(f.rawValue) \(tagged)"
             case .raw(let p, let s): return "raw \(p) \(s.rawValue)"
+            case .files(let op): return "files \(op)"   // files
             }
         }
     }

@@ -49,6 +49,11 @@ def routes(pid: int) -> list[tuple[str, str, bytes | None]]:
         ("GET", f"{P}/{pid}/stdout/follow", None),
         ("GET", f"{P}/{pid}/stderr/follow", None),
         ("GET", f"{P}/{pid}/output/follow", None),
+        # files: reading, writing, deleting and listing need the token too
+        ("GET", "/api/v1/files?path=%2Fetc%2Fhostname", None),
+        ("PUT", "/api/v1/files?path=%2Ftmp%2Ftend-intruder", b"written-by-intruder"),
+        ("DELETE", "/api/v1/files?path=%2Ftmp%2Ftend-intruder-victim", None),
+        ("GET", "/api/v1/files/list?path=%2Ftmp", None),
     ]
 
 
@@ -77,6 +82,8 @@ def test_every_route_refuses_bad_tokens_without_side_effects(iso):
         os.unlink("/tmp/tend-intruder")
     except FileNotFoundError:
         pass
+    with open("/tmp/tend-intruder-victim", "w") as f:   # files: DELETE must not remove it
+        f.write("victim")
     checked = 0
     for label, headers in bad_tokens(d.token).items():
         for method, path, body in routes(pid):
@@ -99,6 +106,8 @@ def test_every_route_refuses_bad_tokens_without_side_effects(iso):
     assert d.lines(pid) == []
     assert [p["pid"] for p in d.get(P).json["processes"]] == [pid]
     assert not os.path.exists("/tmp/tend-intruder")
+    assert open("/tmp/tend-intruder-victim").read() == "victim"
+    os.unlink("/tmp/tend-intruder-victim")
     assert checked == len(routes(pid)) * len(bad_tokens(d.token))
     # The same over the unix socket.
     s = socket.socket(socket.AF_UNIX)
