@@ -27,6 +27,7 @@ extension Server {
             let body = "{\"error\":\"too many connections\",\"code\":\"LIMIT_REACHED\"}\n"
             let resp = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\(body)"
             _ = try? FD.write(fd, Array(resp.utf8), from: 0)
+            metrics?.connectionsRefused &+= 1   // metrics: refusals
             FD.close(fd)
             log.warn("msg=\"connection refused\" reason=limit connections=\(connections.count)")
             return
@@ -76,12 +77,16 @@ extension Server {
                     ("running_processes", .int(Int64(runningCount))),
                     ("total_processes", .int(Int64(processes.count))),
                 ]), [])
+            case .metrics:
+                return try metricsResponse(head)   // metrics: GET /metrics (MetricsRoute.swift)
             case .listProcesses:
-                let list = processes.values.sorted { $0.handle < $1.handle }.map(processInfo)
+                var reader = ResourceReader()   // resources: usage of each tree, read now (Resources.swift)
+                let list = processes.values.sorted { $0.handle < $1.handle }.map { processInfo($0, reader: &reader) }
                 return .response(200, .object([("processes", .array(list))]), [])
             case .startProcess:
                 let spec = try decodeStart(body)
                 let p = try startProcess(spec)
+                metrics?.startLatency(ns: Clock.monotonicNs() - connection.requestStartedNs)   // metrics: request to exec
                 return .response(201, processInfo(p), [])
             case .run:
                 var spec = try decodeStart(body, forRun: true)
@@ -89,6 +94,7 @@ extension Server {
                 spec.stdoutMode = .capture
                 spec.stderrMode = .capture
                 let p = try startProcess(spec)
+                metrics?.startLatency(ns: Clock.monotonicNs() - connection.requestStartedNs)   // metrics: request to exec
                 p.isRun = true
                 if let t = spec.timeoutMs {
                     p.timeoutTimer = loop.schedule(afterMs: t) { [weak self, weak p] in
@@ -104,7 +110,8 @@ extension Server {
                 p.followers[ObjectIdentifier(f)] = f
                 return .streaming(f)
             case .getProcess(let id):
-                return .response(200, processInfo(try lookup(id)), [])
+                var reader = ResourceReader()   // resources: usage of its tree, read now (Resources.swift)
+                return .response(200, processInfo(try lookup(id), reader: &reader), [])
             case .deleteProcess(let id):
                 let p = try lookup(id)
                 if let m = p.managed {
@@ -115,6 +122,7 @@ extension Server {
                     return .pending
                 }
                 guard p.isRunning else { return .noContent }
+                metrics?.treeKillRequested(p)   // metrics: its exit counts as "killed"
                 ownership.signalTree(p, Signal.kill)
                 log.info("msg=\"process killed\" pid=\(p.pid) handle=\(p.handle)")
                 waitForExit(p, connection: connection, timeoutMs: 2000) { .noContent }
@@ -124,7 +132,7 @@ extension Server {
                 let sig = try decodeSignal(body)
                 guard p.isRunning else { throw APIError(400, "PROCESS_NOT_RUNNING", "process \(p.pid) is not running") }
                 // Like terminal job control: the process group; SIGKILL also reaches setsid'd descendants.
-                if sig == Signal.kill { ownership.signalTree(p, sig) } else { ownership.signalGroup(p, sig) }
+                if sig == Signal.kill { metrics?.treeKillRequested(p); ownership.signalTree(p, sig) } else { ownership.signalGroup(p, sig) }
                 log.info("msg=\"signal sent\" pid=\(p.pid) signal=\(sig)")
                 return .response(200, .object([("success", .bool(true))]), [])
             case .restart(let id):

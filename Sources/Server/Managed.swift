@@ -266,6 +266,7 @@ extension Server {
     func relaunch(_ p: ProcessRecord, reason: String) {
         guard let m = p.managed, !m.stopRequested else { return }
         m.restartCount += 1
+        metrics?.managedRestarts &+= 1   // metrics: managed restarts
         do {
             // The previous run's leftovers are gone (killed when its leader was reaped); wait for its
             // pipes to be closed before reusing the record.
@@ -275,6 +276,7 @@ extension Server {
             try launch(p)
             log.info("msg=\"managed process restarted\" id=\(Log.q(m.id)) pid=\(p.pid) restart_count=\(m.restartCount) reason=\(Log.q(reason))")
         } catch let e as APIError {
+            metrics?.spawnFailed(e)   // metrics: spawn failures
             m.lastError = e.message
             log.warn("msg=\"managed restart failed\" id=\(Log.q(m.id)) error=\(Log.q(e.message))")
             if m.restartLimitReached {
@@ -344,6 +346,7 @@ extension Server {
             if m.status == .starting { m.status = .running }
         } else {
             m.consecutiveHealthFailures += 1
+            metrics?.healthCheckFailures &+= 1   // metrics: failed checks
             log.debug("msg=\"health check failed\" id=\(Log.q(m.id)) failures=\(m.consecutiveHealthFailures) detail=\(Log.q(detail))")
             if m.consecutiveHealthFailures >= h.failureThreshold {
                 m.healthStatus = .unhealthy

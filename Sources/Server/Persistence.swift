@@ -289,6 +289,7 @@ extension Server {
             }
         }
         saveState(all: true)
+        metrics?.restored(upgrade: Proc.getenv("TENDD_REEXEC") == "1", adopted: adopted)   // metrics: restores
         return "adopted=\(adopted) exited_while_down=\(exitedWhileDown) lost=\(lost)"
     }
 

@@ -42,6 +42,8 @@ public final class Server {
     var onStopped: (() -> Void)?
     public private(set) var exitCode: Int32? = nil
     let baseEnvironment: [(String, String)]
+    /// metrics: counters and histograms (Metrics.swift); nil with --no-metrics / TENDD_NO_METRICS=1.
+    let metrics: Metrics?
 
     public init(config: Config) throws {
         self.config = config
@@ -54,6 +56,8 @@ public final class Server {
         if Proc.getenv("TENDD_NO_CLONE3") == "1" { Proc.disableClone3() }
         if spawnSlots == nil { for s in slots { FD.close(s) } }
         loop = try EventLoop()
+        metrics = config.noMetrics || Proc.getenv("TENDD_NO_METRICS") == "1" ? nil : Metrics()   // metrics: the component
+        loop.stats = metrics?.loopStats   // metrics: loop lag and iteration histograms
         var exe = FD.readLink("/proc/self/exe") ?? CommandLine.arguments[0]
         if exe.hasSuffix(" (deleted)") { exe = String(exe.dropLast(10)) }
         executablePath = exe
@@ -205,6 +209,7 @@ public final class Server {
         case .exited(let code): p.status = .exited(code)
         case .signaled(let sig, _): p.status = ownership.oomKilled(p) && sig == Signal.kill ? .oomKilled : .signaled(sig)
         }
+        metrics?.exited(p)   // metrics: exits by reason
         // The state file must hold the exit before the pidfd that could tell it is given up.
         markStateDirty(p)
         saveState()
@@ -261,6 +266,7 @@ public final class Server {
 
     /// Drops an exited record (its followers keep their reference until their stream ends).
     func forget(_ p: ProcessRecord) {
+        metrics?.retire(p)   // metrics: keep its journal's drops in the totals
         exitedOrder.removeAll { $0 === p }
         if processes[p.pid] === p { processes[p.pid] = nil }
         if let n = p.managed?.spec.name, names[n] === p { names[n] = nil }

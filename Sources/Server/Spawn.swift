@@ -10,6 +10,7 @@ extension Server {
     func startProcess(_ spec: StartSpec) throws -> ProcessRecord {
         if stopping { throw APIError(503, "LIMIT_REACHED", "tendd is shutting down") }
         if runningCount >= config.maxProcesses {
+            metrics?.spawnFailed(APIError(503, "LIMIT_REACHED", ""))   // metrics: refused at the limit
             throw APIError(503, "LIMIT_REACHED", "process limit reached (\(config.maxProcesses) running)")
         }
         if let name = spec.managed?.name, let other = names[name], other.managed?.status != .stopped {
@@ -20,7 +21,7 @@ extension Server {
         let record = ProcessRecord(handle: nextHandle, spec: spec, output: output)
         let region = record.region
         if let m = spec.managed { record.managed = ManagedState(spec: m, handle: nextHandle) }
-        try launch(record)
+        do { try launch(record) } catch { metrics?.spawnFailed(error); throw error }   // metrics: spawn failures
         nextHandle += 1
         if let region { persistence?.store(region.fd, record.handle, "jnl") }
         if let name = spec.managed?.name {
@@ -146,6 +147,7 @@ extension Server {
         record.endedAt = nil
         record.status = .running
         runningCount += 1
+        metrics?.starts &+= 1   // metrics: runs spawned
         record.cgroupLeaf = plan.cgroupFD >= 0 ? leaf : nil
         if let old = processes[pid], old !== record { forget(old) }     // a reused pid: the old record was exited
         processes[pid] = record
