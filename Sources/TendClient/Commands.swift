@@ -22,11 +22,12 @@ public struct Tend: ParsableCommand {
           tend start --name web -- python3 -m http.server 8000
           tend ps --all
           tend logs -f web
+          tend top
           TEND_URL=unix:/run/tendd.sock tend health
         """,
         version: tendCLIVersion,
         subcommands: [Run.self, Start.self, Ps.self, Logs.self, Kill.self, SignalCommand.self, Restart.self,
-                      Inspect.self, Stdin.self, Info.self, Health.self]
+                      Inspect.self, Stdin.self, Info.self, Health.self, Top.self]
     )
     public init() {}
 }
