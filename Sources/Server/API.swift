@@ -78,11 +78,13 @@ extension Server {
                     ("total_processes", .int(Int64(processes.count))),
                 ]), [])
             case .metrics:
-                return try metricsResponse(head)   // metrics: GET /metrics (MetricsRoute.swift)
+                return try metricsResponse(head, connection)   // metrics: GET /metrics (Metrics.swift)
             case .listProcesses:
-                var reader = ResourceReader()   // resources: usage of each tree, read now (Resources.swift)
-                let list = processes.values.sorted { $0.handle < $1.handle }.map { processInfo($0, reader: &reader) }
-                return .response(200, .object([("processes", .array(list))]), [])
+                // resources: each tree's usage, read a batch per loop turn (Resources.swift)
+                let records = processes.values.sorted { $0.handle < $1.handle }
+                return withResources(records, connection) { [unowned self] usages in
+                    .response(200, .object([("processes", .array(zip(records, usages).map { self.processInfo($0, usage: $1) }))]), [])
+                }
             case .startProcess:
                 let spec = try decodeStart(body)
                 let p = try startProcess(spec)
@@ -110,8 +112,9 @@ extension Server {
                 p.followers[ObjectIdentifier(f)] = f
                 return .streaming(f)
             case .getProcess(let id):
+                let p = try lookup(id)
                 var reader = ResourceReader()   // resources: usage of its tree, read now (Resources.swift)
-                return .response(200, processInfo(try lookup(id), reader: &reader), [])
+                return .response(200, processInfo(p, usage: reader.read(p)), [])
             case .deleteProcess(let id):
                 let p = try lookup(id)
                 if let m = p.managed {

@@ -6,8 +6,8 @@
 // counted from the tables when scraped, which costs one walk of the process table per scrape.
 //
 // `Exposition` is the text encoder: a pure builder with unit tests (ServerTests/MetricsTests).
-// Per-process series (`?per_process=1`, never by default) come from `Resources.swift`: one series per
-// running process and metric, so their number is bounded by `--max-processes`.
+// Per-process series (`?per_process=1`, never by default) come from `Resources.swift` (read a batch
+// per loop turn): one series per running process and metric, so their number is bounded by `--max-processes`.
 import Sys
 import Reactor
 import Supervision
@@ -201,7 +201,7 @@ struct Exposition {
 
 extension Server {
     /// `GET /metrics`: every family, then (with `?per_process=1`) one series per running process.
-    func renderMetrics(_ m: Metrics, perProcess: Bool) -> [UInt8] {
+    func renderMetrics(_ m: Metrics, perProcess: (records: [ProcessRecord], usages: [TreeUsage?])? = nil) -> [UInt8] {
         var e = Exposition()
         func counter(_ name: String, _ help: String, _ v: UInt64) { e.family(name, "counter", help); e.sample(name, v) }
         func gauge(_ name: String, _ help: String, _ v: Int64) { e.family(name, "gauge", help); e.sample(name, v) }
@@ -296,14 +296,14 @@ extension Server {
         e.family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.")
         e.sample("process_start_time_seconds", s.startTimeSeconds)
 
-        if perProcess { renderPerProcess(&e) }
+        if let perProcess { renderPerProcess(&e, perProcess.records, perProcess.usages) }
         return e.out
     }
 }
 
 extension Server {
     /// `GET /metrics[?per_process=1]`. 404 with `--no-metrics`; 400 for a `per_process` that is not 0/1/true/false.
-    func metricsResponse(_ head: HTTP1.HTTPRequestHead) throws -> Outcome {
+    func metricsResponse(_ head: HTTP1.HTTPRequestHead, _ connection: Connection) throws -> Outcome {
         guard let metrics else { throw APIError.notFound("metrics are off (--no-metrics)") }
         var perProcess = false
         for pair in (head.query ?? "").split(separator: "&") {
@@ -315,6 +315,12 @@ extension Server {
             default: throw APIError.invalid("per_process must be 1, 0, true or false")
             }
         }
-        return .bytes(200, "text/plain; version=0.0.4; charset=utf-8", renderMetrics(metrics, perProcess: perProcess), [])
+        let type = "text/plain; version=0.0.4; charset=utf-8"
+        guard perProcess else { return .bytes(200, type, renderMetrics(metrics), []) }
+        // The running processes' usage is read a batch per loop turn (Resources.swift).
+        let running = processes.values.filter { $0.isRunning }.sorted { $0.handle < $1.handle }
+        return withResources(running, connection) { [unowned self] usages in
+            .bytes(200, type, self.renderMetrics(metrics, perProcess: (running, usages)), [])
+        }
     }
 }

@@ -23,7 +23,7 @@ struct ResourceReader {
 
     enum Source: String { case cgroup, proc }
 
-    mutating func read(_ p: ProcessRecord) -> (Source, Usage.Tree)? {
+    mutating func read(_ p: ProcessRecord) -> (source: Source, tree: Usage.Tree)? {
         guard p.isRunning else { return nil }
         if let leaf = p.cgroupLeaf {
             let parent = String(leaf[..<(leaf.lastIndex(of: "/") ?? leaf.endIndex)])
@@ -54,15 +54,55 @@ struct ResourceReader {
     }
 }
 
+/// A tree's usage as read: where it came from and the figures (nil: the process is not running).
+typealias TreeUsage = (source: ResourceReader.Source, tree: Usage.Tree)
+
+/// Reads the usage of many processes a batch per loop turn, so a list of 4,000 never stalls the loop:
+/// each `cpu.stat` read costs the kernel a cgroup statistics flush (4,000 in one go: ~100 ms here).
+final class ResourceSweep {
+    /// Processes read per loop turn (a few ms of kernel work in cgroup mode).
+    static let batch = 128
+    let records: [ProcessRecord]
+    private(set) var usages: [TreeUsage?] = []
+    private var reader = ResourceReader()
+
+    init(_ records: [ProcessRecord]) { self.records = records; usages.reserveCapacity(records.count) }
+
+    /// Reads the next batch; true once every record was read.
+    func step() -> Bool {
+        let end = min(records.count, usages.count + ResourceSweep.batch)
+        while usages.count < end { usages.append(reader.read(records[usages.count])) }
+        return usages.count == records.count
+    }
+}
+
 extension Server {
+    /// Runs `finish` with the usage of each of `records` (in order): at once when one batch holds them,
+    /// else over several loop turns (`.pending`, answered through `connection.complete`). Between two
+    /// turns the loop serves everything else (a timer at 0 ms, scheduled from the deferred phase, fires
+    /// in the next iteration, after epoll_wait).
+    func withResources(_ records: [ProcessRecord], _ connection: Connection, _ finish: @escaping ([TreeUsage?]) -> Outcome) -> Outcome {
+        let sweep = ResourceSweep(records)
+        if sweep.step() { return finish(sweep.usages) }
+        func next() {
+            loop.defer_ { [weak self, weak connection] in
+                self?.loop.schedule(afterMs: 0) {
+                    guard let connection, !connection.closed else { return }   // the client left: stop reading
+                    if sweep.step() { connection.complete(finish(sweep.usages)) } else { next() }
+                }
+            }
+        }
+        next()
+        return .pending
+    }
+
     /// ProcessInfo with the `resources` object added (GET of a process, the list).
-    func processInfo(_ p: ProcessRecord, reader: inout ResourceReader) -> JSONValue {
+    func processInfo(_ p: ProcessRecord, usage: TreeUsage?) -> JSONValue {
         guard case .object(var fields) = processInfo(p) else { return processInfo(p) }
-        let usage = reader.read(p)
         func n(_ v: UInt64?) -> JSONValue { v.map { .int(Int64(clamping: $0)) } ?? .null }
-        let t = usage?.1 ?? Usage.Tree()
+        let t = usage?.tree ?? Usage.Tree()
         fields.append(("resources", .object([
-            ("source", usage.map { .string($0.0.rawValue) } ?? .null),
+            ("source", usage.map { .string($0.source.rawValue) } ?? .null),
             ("cpu_usec", n(t.cpuUsec)),
             ("memory_bytes", n(t.memoryBytes)),
             ("memory_peak_bytes", n(t.memoryPeakBytes)),
@@ -74,14 +114,13 @@ extension Server {
 
     /// `/metrics?per_process=1`: one series per running process and figure (labels handle, pid, and
     /// name for managed processes), so at most --max-processes series each.
-    func renderPerProcess(_ e: inout Exposition) {
-        var reader = ResourceReader()
+    func renderPerProcess(_ e: inout Exposition, _ records: [ProcessRecord], _ usages: [TreeUsage?]) {
         var rows: [(labels: [(String, String)], usage: Usage.Tree, output: UInt64)] = []
-        for p in processes.values.sorted(by: { $0.handle < $1.handle }) where p.isRunning {
-            guard let (_, u) = reader.read(p) else { continue }
+        for (p, u) in zip(records, usages) {
+            guard let u else { continue }   // exited since the sweep began
             var labels = [("handle", String(p.handle)), ("pid", String(p.pid))]
             if let name = p.managed?.spec.name { labels.append(("name", name)) }
-            rows.append((labels, u, p.journal.bytesBefore(p.journal.nextSeq)))
+            rows.append((labels, u.tree, p.journal.bytesBefore(p.journal.nextSeq)))
         }
         e.family("tendd_process_cpu_seconds_total", "counter", "CPU time of a running process's tree (cgroup cpu.stat usage_usec, or /proc).")
         for r in rows { if let v = r.usage.cpuUsec { e.sample("tendd_process_cpu_seconds_total", r.labels, Double(v) / 1e6) } }

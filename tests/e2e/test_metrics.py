@@ -287,3 +287,23 @@ def test_sdk_parses_process_info_with_resources(daemon):
         assert any(x.pid == info.pid for x in sb.list_processes())
     finally:
         sb.close()
+
+
+def test_many_processes_are_read_over_several_loop_turns(daemon_factory):
+    # More processes than one batch (ResourceSweep.batch = 128): the list and ?per_process=1 are answered
+    # after several loop turns; everything is there, in order, and other requests are served meanwhile.
+    d = daemon_factory()
+    n = 300
+    pids = [d.start("sleep", ["60"])["pid"] for _ in range(n)]
+    listed = d.get("/api/v1/processes").json["processes"]
+    assert [x["pid"] for x in listed] == pids
+    assert all(x["resources"]["source"] in ("cgroup", "proc") and x["resources"]["cpu_usec"] is not None for x in listed)
+    m = samples(scrape(d, "?per_process=1"))
+    assert {dict(k[1])["pid"] for k in m if k[0] == "tendd_process_output_bytes_total"} == {str(p) for p in pids}
+    # Clients that leave in the middle of a sweep cost nothing and break nothing.
+    for path in ("/api/v1/processes", "/metrics?per_process=1"):
+        c = RawConn(d.port)
+        c.send(build_request("GET", path, token=d.token))
+        c.abort()
+    assert d.get("/api/v1/health").status == 200
+    assert len(d.get("/api/v1/processes").json["processes"]) == n
