@@ -83,7 +83,9 @@ def test_metrics_pass_promtool_and_the_python_parser(daemon):
             assert fams.get(name) == kind, (name, fams.get(name))
         m = samples(text)
         assert val(m, "tendd_processes", state="running") >= 1
-        assert val(m, "process_open_fds") > 3
+        assert abs(val(m, "process_open_fds") - len(os.listdir(f"/proc/{daemon.pid}/fd"))) <= 2
+        soft = [l.split()[3] for l in open(f"/proc/{daemon.pid}/limits") if l.startswith("Max open files")][0]
+        assert val(m, "process_max_fds") == int(soft)
         assert val(m, "process_resident_memory_bytes") > 1 << 20
         assert abs(val(m, "process_start_time_seconds") - time.time()) < 3600
         assert val(m, "tendd_connections") >= 1
