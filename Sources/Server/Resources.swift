@@ -4,7 +4,8 @@
 // With a cgroup v2 leaf: `cpu.stat` `usage_usec` (present in every group, the whole tree's CPU time,
 // exited descendants included), and `memory.current`, `memory.peak`, `pids.current` when the parent
 // enables those controllers (`cgroup.subtree_control`, read once per request); else null. Without a
-// leaf (the fallback): one `/proc` scan per request, the leader and its descendants by parent chain:
+// leaf (the fallback): one `/proc` scan per request (512 entries per loop turn for a list), the leader
+// and its descendants by parent chain:
 // CPU of each (with the children each reaped), RSS summed as memory, their count as pids; no peak.
 // Orphans re-parented to tendd are not found by the parent chain and are not counted there.
 //
@@ -20,8 +21,24 @@ struct ResourceReader {
     private var controllers: [String: (memory: Bool, pids: Bool)] = [:]
     private var table: [Int32: Usage.ProcEntry]?
     private var children: [Int32: [Int32]] = [:]
+    private var scanner: ProcScanner?
 
     enum Source: String { case cgroup, proc }
+
+    /// The fallback's /proc scan, `max` entries at a time; true once it is complete.
+    mutating func scanProc(max: Int) -> Bool {
+        if table != nil { return true }
+        if scanner == nil { scanner = ProcScanner() }
+        guard scanner!.step(max: max) else { return false }
+        useTable(scanner!.table)
+        scanner = nil
+        return true
+    }
+
+    private mutating func useTable(_ t: [Int32: Usage.ProcEntry]) {
+        for (pid, e) in t { children[e.ppid, default: []].append(pid) }
+        table = t
+    }
 
     mutating func read(_ p: ProcessRecord) -> (source: Source, tree: Usage.Tree)? {
         guard p.isRunning else { return nil }
@@ -35,11 +52,7 @@ struct ResourceReader {
             }
             return (.cgroup, Usage.ofCgroup(leaf, memory: c.memory, pids: c.pids))
         }
-        if table == nil {
-            let t = Usage.procTable()
-            for (pid, e) in t { children[e.ppid, default: []].append(pid) }
-            table = t
-        }
+        if table == nil { useTable(Usage.procTable()) }   // one process: the whole scan at once
         guard let table, table[p.pid] != nil else { return (.proc, Usage.Tree()) }
         var ticks: Int64 = 0, pages: Int64 = 0, count: UInt64 = 0
         var queue = [p.pid]
@@ -65,11 +78,18 @@ final class ResourceSweep {
     let records: [ProcessRecord]
     private(set) var usages: [TreeUsage?] = []
     private var reader = ResourceReader()
+    /// Some tree is owned without cgroups: its usage needs a /proc scan first (also in steps).
+    private let needsProc: Bool
 
-    init(_ records: [ProcessRecord]) { self.records = records; usages.reserveCapacity(records.count) }
+    init(_ records: [ProcessRecord]) {
+        self.records = records
+        needsProc = records.contains { $0.isRunning && $0.cgroupLeaf == nil }
+        usages.reserveCapacity(records.count)
+    }
 
-    /// Reads the next batch; true once every record was read.
+    /// Reads the next batch (of /proc entries first, if needed, then of processes); true once done.
     func step() -> Bool {
+        if needsProc && !reader.scanProc(max: 4 * ResourceSweep.batch) { return false }
         let end = min(records.count, usages.count + ResourceSweep.batch)
         while usages.count < end { usages.append(reader.read(records[usages.count])) }
         return usages.count == records.count

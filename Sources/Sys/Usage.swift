@@ -99,17 +99,39 @@ public enum Usage {
 
     /// Every process's entry from /proc/<pid>/stat (the fallback mode's view, one pass for many trees).
     public static func procTable() -> [Int32: ProcEntry] {
-        guard let dir = opendir("/proc") else { return [:] }
-        defer { closedir(dir) }
-        var out: [Int32: ProcEntry] = [:]
-        while let ent = readdir(dir) {
+        let scan = ProcScanner()
+        while !scan.step(max: Int.max) {}
+        return scan.table
+    }
+}
+
+/// A /proc scan in steps: `step(max:)` reads at most `max` entries, so a caller on the event loop can
+/// spread a host's thousands of processes over several turns. The directory stream (glibc's opendir:
+/// close-on-exec) stays open between steps and is closed at the end or when the scanner goes away.
+public final class ProcScanner {
+    public private(set) var table: [Int32: Usage.ProcEntry] = [:]
+    private var dir: OpaquePointer?
+
+    public init() { dir = opendir("/proc") }
+    deinit { if let dir { closedir(dir) } }
+
+    public var done: Bool { dir == nil }
+
+    /// C: readdir(3) of /proc and a read of /proc/<pid>/stat per process. True once the scan is complete.
+    public func step(max: Int) -> Bool {
+        guard let d = dir else { return true }
+        var n = 0
+        while n < max {
+            guard let ent = readdir(d) else { closedir(d); dir = nil; return true }
             let name = direntName(ent)
-            guard let pid = Int32(name), let f = statFields("/proc/\(name)/stat"), f.count > 21, let ppid = Int32(f[1]) else { continue }
+            guard let pid = Int32(name) else { continue }
+            n += 1
+            guard let f = Usage.statFields("/proc/\(name)/stat"), f.count > 21, let ppid = Int32(f[1]) else { continue }
             // utime 14, stime 15, cutime 16, cstime 17 (index = field - 3); rss 24.
             var ticks: Int64 = 0
             for i in 11...14 { ticks += Int64(f[i]) ?? 0 }
-            out[pid] = ProcEntry(pid: pid, ppid: ppid, cpuTicks: ticks, rssPages: Int64(f[21]) ?? 0)
+            table[pid] = Usage.ProcEntry(pid: pid, ppid: ppid, cpuTicks: ticks, rssPages: Int64(f[21]) ?? 0)
         }
-        return out
+        return false
     }
 }

@@ -291,15 +291,18 @@ def test_sdk_parses_process_info_with_resources(daemon):
         sb.close()
 
 
-def test_many_processes_are_read_over_several_loop_turns(daemon_factory):
-    # More processes than one batch (ResourceSweep.batch = 128): the list and ?per_process=1 are answered
-    # after several loop turns; everything is there, in order, and other requests are served meanwhile.
-    d = daemon_factory()
+@pytest.mark.parametrize("mode", [[], ["--no-cgroup"]], ids=["default", "fallback"])
+def test_many_processes_are_read_over_several_loop_turns(daemon_factory, mode):
+    # More processes than one batch (ResourceSweep.batch = 128; in the fallback also more /proc entries
+    # than one scan step of 512): the list and ?per_process=1 are answered after several loop turns;
+    # everything is there, in order, and other requests are served meanwhile.
+    d = daemon_factory(*mode)
     n = 300
     pids = [d.start("sleep", ["60"])["pid"] for _ in range(n)]
     listed = d.get("/api/v1/processes").json["processes"]
     assert [x["pid"] for x in listed] == pids
-    assert all(x["resources"]["source"] in ("cgroup", "proc") and x["resources"]["cpu_usec"] is not None for x in listed)
+    assert all(x["resources"]["source"] in (("proc",) if mode else ("cgroup", "proc")) for x in listed)
+    assert all(x["resources"]["cpu_usec"] is not None and x["resources"]["pids"] in (None, 1) for x in listed), listed[:3]
     m = samples(scrape(d, "?per_process=1"))
     assert {dict(k[1])["pid"] for k in m if k[0] == "tendd_process_output_bytes_total"} == {str(p) for p in pids}
     # Clients that leave in the middle of a sweep cost nothing and break nothing.
