@@ -4,7 +4,7 @@
 // With a cgroup v2 leaf: `cpu.stat` `usage_usec` (present in every group, the whole tree's CPU time,
 // exited descendants included), and `memory.current`, `memory.peak`, `pids.current` when the parent
 // enables those controllers (`cgroup.subtree_control`, read once per request); else null. Without a
-// leaf (the fallback): one `/proc` scan per request (512 entries per loop turn for a list), the leader
+// leaf (the fallback): one `/proc` scan per request (256 entries per loop turn for a list), the leader
 // and its descendants by parent chain:
 // CPU of each (with the children each reaped), RSS summed as memory, their count as pids; no peak.
 // Orphans re-parented to tendd are not found by the parent chain and are not counted there.
@@ -89,7 +89,7 @@ final class ResourceSweep {
 
     /// Reads the next batch (of /proc entries first, if needed, then of processes); true once done.
     func step() -> Bool {
-        if needsProc && !reader.scanProc(max: 4 * ResourceSweep.batch) { return false }
+        if needsProc && !reader.scanProc(max: 2 * ResourceSweep.batch) { return false }
         let end = min(records.count, usages.count + ResourceSweep.batch)
         while usages.count < end { usages.append(reader.read(records[usages.count])) }
         return usages.count == records.count

@@ -294,7 +294,7 @@ def test_sdk_parses_process_info_with_resources(daemon):
 @pytest.mark.parametrize("mode", [[], ["--no-cgroup"]], ids=["default", "fallback"])
 def test_many_processes_are_read_over_several_loop_turns(daemon_factory, mode):
     # More processes than one batch (ResourceSweep.batch = 128; in the fallback also more /proc entries
-    # than one scan step of 512): the list and ?per_process=1 are answered after several loop turns;
+    # than one scan step of 256): the list and ?per_process=1 are answered after several loop turns;
     # everything is there, in order, and other requests are served meanwhile.
     d = daemon_factory(*mode)
     n = 300
