@@ -4,10 +4,11 @@
 // With a cgroup v2 leaf: `cpu.stat` `usage_usec` (present in every group, the whole tree's CPU time,
 // exited descendants included), and `memory.current`, `memory.peak`, `pids.current` when the parent
 // enables those controllers (`cgroup.subtree_control`, read once per request); else null. Without a
-// leaf (the fallback): one `/proc` scan per request (256 entries per loop turn for a list), the leader
-// and its descendants by parent chain:
-// CPU of each (with the children each reaped), RSS summed as memory, their count as pids; no peak.
-// Orphans re-parented to tendd are not found by the parent chain and are not counted there.
+// leaf (the fallback): one `/proc` scan per request (256 entries per loop turn for a list), then the
+// leader and its descendants by parent chain: CPU of each (with the children each reaped), RSS summed as
+// memory, their count as pids; no peak. Orphans re-parented to tendd are not found by the parent chain
+// and are not counted there. Many processes (the list, `?per_process=1`) are read 128 per loop turn
+// (`ResourceSweep`), so the loop is never held for the whole table.
 //
 // The process JSON gets an added `resources` object (the SDK ignores fields it does not know):
 //   {"source": "cgroup"|"proc"|null, "cpu_usec", "memory_bytes", "memory_peak_bytes", "pids", "output_bytes"}
