@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """tend benchmark suite: tendd against raw C baselines, side by side in the same run.
 
-    python3 bench/run.py [--quick] [--runs N] [--only sse,lat,raw,start,info,fanout,density,files]
+    python3 bench/run.py [--quick] [--runs N] [--only sse,lat,raw,start,info,fanout,density,files,metrics]
 
 Builds tendd (release, static stdlib, scratch path .build-bench; or uses $TENDD_BIN), compiles the
 baselines and tools with gcc -O2, runs every scenario several times alternating tendd and the
@@ -515,6 +515,78 @@ def sc_density(env, R, quick):
     return res
 
 
+def scrape_once(conn, token, path):
+    t0 = time.perf_counter()
+    conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+    r = conn.getresponse()
+    body = r.read()
+    assert r.status == 200, (r.status, body[:200])
+    return time.perf_counter() - t0, len(body)
+
+
+def sc_metrics(env, R, quick):
+    """Issue 16: what the metrics cost. (a) GET /metrics (and ?per_process=1, and the process list, which
+    now reads every tree's usage) with 4,000 processes held; (b) the hot paths with metrics on vs
+    --no-metrics, alternating in the same run: SSE 80 B lines/s, sequential starts/s, and daemon CPU
+    per line / per start (less noisy than the rates on a shared machine)."""
+    import http.client
+    sect = "8. Metrics (issue 16)"
+    body = json.dumps({"command": "/bin/sleep", "args": ["100000"]})
+    k = 1000 if quick else 4000
+    n_scrapes = 20 if quick else 50
+    log(f"metrics: scrape with {k} held")
+    d = env.start_tendd()
+    h, o = hold(env, TENDD_PORT, k, False, body)
+    res = {}
+    for label, path, n in [("/metrics", "/metrics", n_scrapes), ("/metrics?per_process=1", "/metrics?per_process=1", max(5, n_scrapes // 5)),
+                           ("GET /api/v1/processes (with resources)", "/api/v1/processes", max(5, n_scrapes // 5))]:
+        conn = http.client.HTTPConnection("127.0.0.1", TENDD_PORT, timeout=60)
+        secs, cpus, size = [], [], 0
+        for _ in range(n):
+            c0 = cpu_ns(d.pid)
+            t, size = scrape_once(conn, env.token, path)
+            cpus.append((cpu_ns(d.pid) - c0) / 1e6)
+            secs.append(t * 1e3)
+        conn.close()
+        secs.sort()
+        res[label] = {"ms": secs, "cpu_ms": cpus, "bytes": size}
+        add(sect, f"{label} with {k} processes: response time", "ms", secs, None, False, None,
+            "/metrics ≤ 100 ms" if label == "/metrics" else "(info)",
+            note=f"p99 {secs[min(len(secs) - 1, int(len(secs) * 0.99))]:.1f} ms; daemon CPU {statistics.median(cpus):.1f} ms; {size} bytes")
+    release(env, [h], o["pids"])
+    env.stop(d)
+
+    total = 300 if quick else 1000
+    lines_n = 1_000_000 if quick else 2_000_000
+    true_body = json.dumps({"command": "/bin/true", "stdin_mode": "pipe"})
+    flood = start_json(env.b("lines"), ["80", str(lines_n), "wait"], True)
+    on = {"lines": [], "lcpu": [], "starts": [], "scpu": []}
+    off = {"lines": [], "lcpu": [], "starts": [], "scpu": []}
+    log(f"metrics: hot paths on vs off, {R} rounds")
+    for i in range(R):
+        for who in (["on", "off"] if i % 2 == 0 else ["off", "on"]):
+            d = env.start_tendd(*([] if who == "on" else ["--no-metrics"]))
+            m = on if who == "on" else off
+            c0 = cpu_ns(d.pid)
+            r = env.client("sse", TENDD_PORT, env.token, 1, "tendd", flood)
+            m["lcpu"].append((cpu_ns(d.pid) - c0) / max(1, r["lines"]))
+            m["lines"].append(r["lines"] / r["secs"])
+            time.sleep(0.2)
+            c0 = cpu_ns(d.pid)
+            r = env.client("start", TENDD_PORT, env.token, 1, total, true_body)
+            assert r["errors"] == 0, r
+            time.sleep(0.2)
+            m["scpu"].append((cpu_ns(d.pid) - c0) / 1e3 / total)
+            m["starts"].append(r["per_s"])
+            env.stop(d)
+    add(sect, "SSE 80 B lines/s: metrics on (tendd column) vs --no-metrics (baseline column)", "lines/s", on["lines"], off["lines"], True, 0.98, "≥ 0.98")
+    add(sect, "SSE 80 B: daemon CPU per line, on vs off", "ns", on["lcpu"], off["lcpu"], False, None, "(info)")
+    add(sect, "sequential starts/s: metrics on vs off", "/s", on["starts"], off["starts"], True, 0.98, "≥ 0.98")
+    add(sect, "daemon CPU per start, on vs off", "µs", on["scpu"], off["scpu"], False, None, "(info)")
+    res["hot"] = {"on": on, "off": off}
+    return res
+
+
 # ---------------------------------------------------------------- report
 
 def sc_files(env, R, quick):
@@ -710,7 +782,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int)
-    ap.add_argument("--only", default="sse,lat,raw,start,info,fanout,density,files")
+    ap.add_argument("--only", default="sse,lat,raw,start,info,fanout,density,files,metrics")
     ap.add_argument("--analysis", help="markdown file appended to the report as its Analysis section")
     ap.add_argument("--merge", action="store_true", help="keep the sections of results/raw.json that this run does not measure")
     ap.add_argument("--report-only", action="store_true", help="rewrite REPORT.md and ratios.svg from results/raw.json")
@@ -740,7 +812,7 @@ def main():
     t0 = time.time()
     todo = args.only.split(",")
     scen = [("sse", sc_sse), ("lat", sc_lat), ("raw", sc_raw), ("start", sc_start), ("info", sc_info),
-            ("fanout", sc_fanout), ("density", sc_density), ("files", sc_files)]
+            ("fanout", sc_fanout), ("density", sc_density), ("files", sc_files), ("metrics", sc_metrics)]
     extra = {}
     try:
         for name, fn in scen:

@@ -9,6 +9,7 @@ ROOT=$PWD
 need_pkgs=()
 dpkg -s libsystemd-dev >/dev/null 2>&1 || need_pkgs+=(libsystemd-dev)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)   # promtool check metrics (tests/e2e/test_metrics.py)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
@@ -19,9 +20,9 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 VENV=${TEND_VENV:-$ROOT/.venv}
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import tensorlake, pytest' 2>/dev/null; then
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import tensorlake, pytest, prometheus_client' 2>/dev/null; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check tensorlake==0.5.161 pytest
+  "$VENV/bin/pip" install -q --disable-pip-version-check tensorlake==0.5.161 pytest prometheus_client
 fi
 
 echo "== build (release, static Swift stdlib)"

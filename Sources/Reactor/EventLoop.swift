@@ -53,6 +53,8 @@ public final class EventLoop {
     public private(set) var iterations: UInt64 = 0
     public var registrationCount: Int { slots.count - freeSlots.count }
     public var timerCount: Int { timerActions.count }
+    /// metrics: lag and iteration histograms (LoopStats.swift); nil: not measured (no extra clock reads).
+    public var stats: LoopStats?
 
     public init() throws {
         epoll = try Epoll()
@@ -153,7 +155,10 @@ public final class EventLoop {
             let until = max(0, next - Clock.monotonicMs())
             timeout = timeout < 0 ? until : min(timeout, until)
         }
+        let stats = self.stats
+        var woke: Int64 = 0   // metrics: epoll_wait's return (read at the first event, or after the wait)
         _ = try epoll.wait(timeoutMs: Int32(clamping: timeout)) { event in
+            if stats != nil && woke == 0 { woke = Clock.monotonicNs() }
             let slot = UInt32(truncatingIfNeeded: event.data)
             let gen = UInt32(truncatingIfNeeded: event.data >> 32)
             let reg = Registration(slot: slot, generation: gen)
@@ -163,6 +168,7 @@ public final class EventLoop {
                 dispatch(reg, event.events)
             }
         }
+        if stats != nil && woke == 0 { woke = Clock.monotonicNs() }
         now = Clock.monotonicMs()
         if !failed.isEmpty {
             let f = failed
@@ -174,13 +180,19 @@ public final class EventLoop {
             lateEvents.removeAll(keepingCapacity: true)
             for (reg, ev) in late { dispatch(reg, ev) }
         }
-        fireTimers()
+        var handled: Int64 = 0
+        if stats != nil { handled = Clock.monotonicNs() }   // metrics: the last ready source was handled
+        let timersLateMs = fireTimers()
         while !deferred.isEmpty {
             let work = deferred
             deferred.removeAll(keepingCapacity: true)
             for w in work { w() }
         }
         for hook in beforeSleepHooks { hook() }
+        if let stats {   // metrics: one observation of each per iteration
+            stats.lag.observe(ns: max(handled - woke, max(0, timersLateMs - 1) * 1_000_000))   // 1 ms: the timeout's granularity
+            stats.iteration.observe(ns: Clock.monotonicNs() - woke)
+        }
     }
 
     private func dispatch(_ reg: Registration, _ events: EpollEvents) {
@@ -198,11 +210,14 @@ public final class EventLoop {
         return nil
     }
 
-    private func fireTimers() {
+    /// Returns how late (ms) the most overdue timer that fired was.
+    private func fireTimers() -> Int64 {
+        var late: Int64 = 0
         while let top = timers.peek(), top.deadline <= now {
             _ = timers.pop()
-            if let action = timerActions.removeValue(forKey: top.id) { action() }
+            if let action = timerActions.removeValue(forKey: top.id) { late = max(late, now - top.deadline); action() }
         }
+        return late
     }
 }
 

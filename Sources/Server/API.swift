@@ -27,6 +27,7 @@ extension Server {
             let body = "{\"error\":\"too many connections\",\"code\":\"LIMIT_REACHED\"}\n"
             let resp = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\(body)"
             _ = try? FD.write(fd, Array(resp.utf8), from: 0)
+            metrics?.connectionsRefused &+= 1   // metrics: refusals
             FD.close(fd)
             log.warn("msg=\"connection refused\" reason=limit connections=\(connections.count)")
             return
@@ -77,12 +78,18 @@ extension Server {
                     ("running_processes", .int(Int64(table.runningCount))),
                     ("total_processes", .int(Int64(table.processes.count))),
                 ]), [])
+            case .metrics:
+                return try metricsResponse(head, connection)   // metrics: GET /metrics (Metrics.swift)
             case .listProcesses:
-                let list = table.processes.values.sorted { $0.handle < $1.handle }.map(processInfo)
-                return .response(200, .object([("processes", .array(list))]), [])
+                // resources: each tree's usage, read a batch per loop turn (Resources.swift)
+                let records = table.processes.values.sorted { $0.handle < $1.handle }
+                return withResources(records, connection) { [unowned self] usages in
+                    .response(200, .object([("processes", .array(zip(records, usages).map { self.processInfo($0, usage: $1) }))]), [])
+                }
             case .startProcess:
                 let spec = try RequestDecoding.start(body)
                 let p = try startProcess(spec)
+                metrics?.startLatency(ns: Clock.monotonicNs() - connection.requestStartedNs)   // metrics: request to exec
                 return .response(201, processInfo(p), [])
             case .run:
                 var spec = try RequestDecoding.start(body, forRun: true)
@@ -90,6 +97,7 @@ extension Server {
                 spec.stdoutMode = .capture
                 spec.stderrMode = .capture
                 let p = try startProcess(spec)
+                metrics?.startLatency(ns: Clock.monotonicNs() - connection.requestStartedNs)   // metrics: request to exec
                 p.isRun = true
                 connection.beginStream(headers: [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
                                                  ("X-Accel-Buffering", "no")])
@@ -98,11 +106,14 @@ extension Server {
                 p.runReader = f
                 return .streaming(f)
             case .getProcess(let id):
-                return .response(200, processInfo(try lookup(id)), [])
+                let p = try lookup(id)
+                var reader = ResourceReader()   // resources: usage of its tree, read now (Resources.swift)
+                return .response(200, processInfo(p, usage: reader.read(p)), [])
             case .deleteProcess(let id):
                 let p = try lookup(id)
                 // A managed process: TERM, KILL after its stop_grace_ms; a plain one: KILL at once.
                 let grace = p.managed?.spec.stopGraceMs ?? 0
+                if p.managed == nil && p.isRunning { metrics?.treeKillRequested(p) }   // metrics: its exit counts as "killed"
                 send(p, .stopRequested(Teardown(graceMs: grace)))
                 guard p.isRunning else { return .noContent }
                 if let m = p.managed {
@@ -117,7 +128,7 @@ extension Server {
                 let sig = try RequestDecoding.signal(body)
                 guard p.isRunning else { throw APIError(400, "PROCESS_NOT_RUNNING", "process \(p.pid) is not running") }
                 // Like terminal job control: the process group; SIGKILL also reaches setsid'd descendants.
-                if sig == Signal.kill { ownership.signalTree(p, sig) } else { ownership.signalGroup(p, sig) }
+                if sig == Signal.kill { metrics?.treeKillRequested(p); ownership.signalTree(p, sig) } else { ownership.signalGroup(p, sig) }
                 log.info("msg=\"signal sent\" pid=\(p.pid) signal=\(sig)")
                 return .response(200, .object([("success", .bool(true))]), [])
             case .restart(let id):

@@ -33,6 +33,8 @@ public struct Config {
     public var stateDir: String? = nil
     /// Per-connection output queue high watermark: above it the daemon stops producing for that client.
     public var writeHighWater = 256 << 10
+    /// metrics: no counters, no loop clock reads, no /metrics route (`--no-metrics`; for measuring their cost).
+    public var noMetrics = false
     public init() {}
 }
 

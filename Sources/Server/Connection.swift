@@ -51,6 +51,7 @@ final class Connection: EventHandler {
     private var head: HTTPRequestHead?
     private var route: Route?
     private var requestStartedAt: Int64 = 0
+    private(set) var requestStartedNs: Int64 = 0   // metrics: request durations and start latency
     private var contentRemaining = 0
     private var chunked: ChunkedDecoder?
     private var sink: BodySink = .discard
@@ -189,6 +190,7 @@ final class Connection: EventHandler {
     private func begin(_ h: HTTPRequestHead) {
         head = h
         requestStartedAt = Clock.monotonicMs()
+        if server.metrics != nil { requestStartedNs = Clock.monotonicNs() }   // metrics: request start
         body.removeAll(keepingCapacity: true)
         guard server.authorized(h) else { return finishEarly(.unauthorized) }
         let r: Route
@@ -507,6 +509,7 @@ final class Connection: EventHandler {
         servedAny = true
         guard let head else { return }
         let ms = Clock.monotonicMs() - requestStartedAt
+        server.metrics?.requestDone(route, status: status, ns: Clock.monotonicNs() - requestStartedNs)   // metrics: by route and code
         server.log.info("msg=request method=\(head.method) path=\(Log.q(head.path)) status=\(status) ms=\(ms)\(bytes >= 0 ? " bytes=\(bytes)" : "")")
         self.route = nil
     }

@@ -72,10 +72,13 @@ final class Follower {
                     cursorBytes = journal.bytesBefore(cursor)
                 }
                 let startCount = out.count
+                var events: UInt64 = 0   // metrics: events sent
                 let next = journal.read(from: cursor, filter: filter, maxLines: 1024) { e in
                     encode(e, into: &out)
+                    events &+= 1
                     return out.count - startCount < budget
                 }
+                connection.server.metrics?.sseEvents &+= events   // metrics: events sent
                 if next != cursor { produced = true }
                 cursor = next
                 cursorBytes = journal.bytesBefore(next)

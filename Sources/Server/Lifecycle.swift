@@ -92,6 +92,7 @@ extension Server {
             guard let self, let p else { return }
             p.managed?.probe = nil
             if !ok {
+                self.metrics?.healthCheckFailures &+= 1   // metrics: failed checks
                 self.log.debug("msg=\"health check failed\" id=\(Log.q(p.managed?.id ?? "")) failures=\(p.machine.healthFailures + 1) detail=\(Log.q(detail))")
             }
             let before = p.machine.health
@@ -108,12 +109,14 @@ extension Server {
     /// The next run of a managed process (the previous run's pipes are drained and closed first).
     private func relaunch(_ p: ProcessRecord) {
         guard let m = p.managed else { return }
+        metrics?.managedRestarts &+= 1   // metrics: managed restarts
         for o in p.outputs { o.drain(maxBytes: 16 << 20); o.close() }
         do {
             try launch(p)
             log.info("msg=\"managed process restarted\" id=\(Log.q(m.id)) pid=\(p.pid) restart_count=\(p.machine.restartCount)")
             send(p, .launched(pipesOpen: !p.outputs.isEmpty))
         } catch {
+            metrics?.spawnFailed(error)   // metrics: spawn failures
             m.lastError = (error as? APIError)?.message ?? "\(error)"
             log.warn("msg=\"managed restart failed\" id=\(Log.q(m.id)) error=\(Log.q(m.lastError!))")
             send(p, .launchFailed)
@@ -158,6 +161,7 @@ extension Server {
         case .exited(let code): p.status = .exited(code)
         case .signaled(let sig, _): p.status = ownership.oomKilled(p) && sig == Signal.kill ? .oomKilled : .signaled(sig)
         }
+        metrics?.exited(p)   // metrics: exits by reason
         // The state file must hold the exit before the pidfd that could tell it is given up.
         markStateDirty(p)
         saveState()

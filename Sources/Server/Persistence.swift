@@ -281,6 +281,7 @@ extension Server {
             if p.machine.state == .draining && p.outputs.isEmpty { send(p, .outputClosed) }
         }
         saveState(all: true)
+        metrics?.restored(upgrade: Proc.getenv("TENDD_REEXEC") == "1", adopted: adopted)   // metrics: restores
         return "adopted=\(adopted) exited_while_down=\(exitedWhileDown) lost=\(lost)"
     }
 

@@ -219,7 +219,10 @@ final class PipeSource: EventHandler {
                 if case .bytes(let n) = result { return n }
                 return 0
             }, then: { bytes in
-                if bytes.count > 0 { process.journal.append(bytes, from: stream, nowMs: Clock.wallMs()) }
+                if bytes.count > 0 {
+                    let lines = process.journal.append(bytes, from: stream, nowMs: Clock.wallMs())
+                    server.metrics?.output(stream, bytes: bytes.count, lines: lines)   // metrics: output
+                }
             })
             return (result, wanted)
         }
@@ -229,7 +232,8 @@ final class PipeSource: EventHandler {
             server.readBuffer.withUnsafeBytes { raw in
                 let bytes = UnsafeRawBufferPointer(rebasing: raw[0..<n])
                 process.raw(stream)?.append(bytes)
-                _ = process.journal.append(bytes, from: stream, nowMs: now)
+                let lines = process.journal.append(bytes, from: stream, nowMs: now)
+                server.metrics?.output(stream, bytes: n, lines: lines)   // metrics: output
             }
         }
         return (result, size)
@@ -242,7 +246,8 @@ final class PipeSource: EventHandler {
         io.close()
         heldByReader = false
         if let process {
-            process.journal.finish(stream, nowMs: Clock.wallMs())
+            let lines = process.journal.finish(stream, nowMs: Clock.wallMs())
+            server.metrics?.output(stream, bytes: 0, lines: lines)   // metrics: the last unterminated line
             process.outputs.removeAll { $0 === self }
             server.outputArrived(process)
             server.pipeClosed(process)

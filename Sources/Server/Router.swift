@@ -4,6 +4,7 @@ import Supervision
 
 public enum Route {
     case health, info
+    case metrics   // metrics: GET /metrics (Prometheus text format)
     case listProcesses, startProcess, run
     case getProcess(String), deleteProcess(String)
     case signal(String), restart(String)
@@ -26,6 +27,7 @@ public enum Route {
 
 public enum Router {
     public static func route(method: String, path: String) -> Result<Route, APIError> {
+        if path == "/metrics" { return method == "GET" ? .success(.metrics) : .failure(APIError(405, "METHOD_NOT_ALLOWED", "method \(method) not allowed on /metrics")) }   // metrics: the route
         var segs = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()  // leading ""
         guard path.hasPrefix("/"), segs.count >= 3, segs[1] == "api", segs[2] == "v1" else {
             return .failure(.notFound("no route for \(method) \(clip(path))"))

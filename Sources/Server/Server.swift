@@ -39,6 +39,8 @@ public final class Server {
     var spawnSlots: [Int32]?
     public private(set) var exitCode: Int32? = nil
     let baseEnvironment: [(String, String)]
+    /// metrics: counters and histograms (Metrics.swift); nil with --no-metrics / TENDD_NO_METRICS=1.
+    let metrics: Metrics?
 
     public init(config: Config) throws {
         self.config = config
@@ -51,6 +53,8 @@ public final class Server {
         if Proc.getenv("TENDD_NO_CLONE3") == "1" { Proc.disableClone3() }
         if spawnSlots == nil { for s in slots { FD.close(s) } }
         loop = try EventLoop()
+        metrics = config.noMetrics || Proc.getenv("TENDD_NO_METRICS") == "1" ? nil : Metrics()   // metrics: the component
+        loop.stats = metrics?.loopStats   // metrics: loop lag and iteration histograms
         var exe = FD.readLink("/proc/self/exe") ?? CommandLine.arguments[0]
         if exe.hasSuffix(" (deleted)") { exe = String(exe.dropLast(10)) }
         executablePath = exe
@@ -195,6 +199,7 @@ public final class Server {
 
     /// Drops an exited record (its followers keep their reference until their stream ends).
     func forget(_ p: ProcessRecord) {
+        metrics?.retire(p)   // metrics: keep its journal's drops in the totals
         table.remove(p)
         cancelTimers(p)
         // An evicted record may still be draining: its pipes close with it (else a registered pipe of a

@@ -10,6 +10,7 @@ extension Server {
     func startProcess(_ spec: StartSpec) throws -> ProcessRecord {
         if stopping { throw APIError(503, "LIMIT_REACHED", "tendd is shutting down") }
         if table.runningCount >= config.maxProcesses {
+            metrics?.spawnFailed(APIError(503, "LIMIT_REACHED", ""))   // metrics: refused at the limit
             throw APIError(503, "LIMIT_REACHED", "process limit reached (\(config.maxProcesses) running)")
         }
         if let name = spec.managed?.name, let other = table.names[name], !other.machine.isRetired {
@@ -21,7 +22,7 @@ extension Server {
         let record = ProcessRecord(handle: handle, spec: spec, output: output, machine: machine(for: spec))
         let region = record.region
         if let m = spec.managed { record.managed = ManagedState(spec: m, handle: handle) }
-        try launch(record)
+        do { try launch(record) } catch { metrics?.spawnFailed(error); throw error }   // metrics: spawn failures
         table.nextHandle += 1
         if let region { persistence?.store(region.fd, record.handle, "jnl") }
         if let name = spec.managed?.name {
@@ -156,6 +157,7 @@ extension Server {
         record.endedAt = nil
         record.status = .running
         table.runningCount += 1
+        metrics?.starts &+= 1   // metrics: runs spawned
         record.cgroupLeaf = plan.cgroupFD >= 0 ? leaf : nil
         if let old = table.insert(record) { forget(old) }     // a reused pid: the old record was exited
         attach(record, pidfd: pidfd, stdout: stdoutRead, stderr: stderrRead, stdin: stdinWrite)

@@ -91,6 +91,9 @@ public enum Poll {
 
     /// C: poll(2) on several fds for the same `events`. Returns, per fd, whether it is ready (readable
     /// also covers hang-up and error, so the following read reports what happened). All false on timeout.
+    /// Sleeps `ms` milliseconds (C: poll(2) on no fds; EINTR continues with the time left).
+    public static func sleepMs(_ ms: Int64) { _ = try? wait([], events: 0, timeoutMs: Int32(clamping: ms)) }
+
     public static func wait(_ fds: [Int32], events: Int16, timeoutMs: Int32) throws -> [Bool] {
         var p = fds.map { pollfd(fd: $0, events: events, revents: 0) }
         let deadline = timeoutMs < 0 ? Int64.max : Clock.monotonicMs() + Int64(timeoutMs)
@@ -156,6 +159,14 @@ public enum Terminal {
         var ws = winsize()
         if ioctl(fd, UInt(TIOCGWINSZ), &ws) == 0, ws.ws_col > 0 { return Int(ws.ws_col) }
         if let c = Proc.getenv("COLUMNS"), let n = Int(c), n > 0 { return n }
+        return nil
+    }
+
+    /// Rows of the terminal on `fd` (C: ioctl(TIOCGWINSZ)), else `$LINES`, else nil.
+    public static func rows(_ fd: Int32) -> Int? {
+        var ws = winsize()
+        if ioctl(fd, UInt(TIOCGWINSZ), &ws) == 0, ws.ws_row > 0 { return Int(ws.ws_row) }
+        if let c = Proc.getenv("LINES"), let n = Int(c), n > 0 { return n }
         return nil
     }
 }

@@ -22,12 +22,13 @@ public struct Tend: ParsableCommand {
           tend start --name web -- python3 -m http.server 8000
           tend ps --all
           tend logs -f web
+          tend top
           TEND_URL=unix:/run/tendd.sock tend health
         """,
         version: tendCLIVersion,
         subcommands: [Run.self, Start.self, Ps.self, Logs.self, Kill.self, SignalCommand.self, Restart.self,
                       Inspect.self, Stdin.self, Info.self, Health.self,
-                      Cp.self, Ls.self, Cat.self, Rm.self]   // files: Files.swift
+                      Cp.self, Ls.self, Cat.self, Rm.self, Top.self]   // files: Files.swift
     )
     public init() {}
 }

@@ -26,6 +26,7 @@ usage: tendd [--listen ADDR]... --token-file PATH [options]
   --pipe-size N            capture pipe size, F_SETPIPE_SZ (default 1048576)
   --no-cgroup              own process trees without cgroup v2 (process group + subreaper + /proc scan);
                            also TENDD_NO_CGROUP=1
+  --no-metrics             no /metrics and no counters (to measure their cost); also TENDD_NO_METRICS=1
   --state-dir DIR          state file for crash/upgrade survival (default $RUNTIME_DIRECTORY; none: off)
   --version, --help
 
@@ -80,6 +81,7 @@ while let a = args.popFirst() {
     case "--shutdown-grace-ms": config.shutdownGraceMs = Int64(number(flag))
     case "--pipe-size": config.pipeSize = Int32(clamping: number(flag))
     case "--no-cgroup": config.noCgroup = true
+    case "--no-metrics": config.noMetrics = true   // metrics: off switch
     case "--state-dir": config.stateDir = value(flag)
     case "--version": print("tendd 0.1.0"); Proc.exit(0)
     case "--help", "-h": print(usage); Proc.exit(0)

@@ -12,6 +12,7 @@ final class RouterTests: XCTestCase {
             switch route {
             case .health: return "health"
             case .info: return "info"
+            case .metrics: return "metrics"
             case .listProcesses: return "list"
             case .startProcess: return "start"
             case .run: return "run"
@@ -34,6 +35,9 @@ final class RouterTests: XCTestCase {
             ("GET", "/api/v1/health", "health"),
             ("POST", "/api/v1/health", "405 METHOD_NOT_ALLOWED"),
             ("GET", "/api/v1/info", "info"),
+            ("GET", "/metrics", "metrics"),
+            ("DELETE", "/metrics", "405 METHOD_NOT_ALLOWED"),
+            ("GET", "/api/v1/metrics", "404 NOT_FOUND"),
             ("GET", "/api/v1/processes", "list"),
             ("POST", "/api/v1/processes", "start"),
             ("DELETE", "/api/v1/processes", "405 METHOD_NOT_ALLOWED"),

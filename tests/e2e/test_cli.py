@@ -501,3 +501,77 @@ def test_run_survives_a_dropped_stream(daemon, mode):
     else:
         assert (r.returncode, lines) == (5, [f"r{i}" for i in range(1, 41)]), r
         assert err(r) == ""
+
+
+# =========================================================================== top
+
+
+def test_top_snapshot_sorted_by_cpu_with_rates(daemon_factory):
+    d = daemon_factory()
+    busy = d.sh("while :; do :; done")["pid"]
+    chatty = d.start("sh", ["-c", "while :; do echo 0123456789abcdefghi; sleep 0.01; done"], name="chatty")["pid"]
+    idle = d.start("sleep", ["30"])["pid"]
+    # Let the busy loop accumulate CPU time (measured, not slept: until the daemon reports some).
+    wait_for(lambda: (d.info(busy)["resources"]["cpu_usec"] or 0) > 50_000, what="busy loop CPU")
+    r = tend(d, "top", "--json", "--interval", "0.5")
+    assert r.returncode == 0, r
+    snap = json.loads(out(r))
+    rows = snap["processes"]
+    assert [x["pid"] for x in rows][0] == busy, rows          # sorted by CPU: the busy loop first
+    assert {x["pid"] for x in rows} == {busy, chatty, idle}
+    by = {x["pid"]: x for x in rows}
+    assert by[busy]["cpu_percent"] > 10, by[busy]
+    assert by[idle]["cpu_percent"] < 5 and by[idle]["output_bytes_per_sec"] == 0, by[idle]
+    assert by[chatty]["output_bytes_per_sec"] > 100 and by[chatty]["name"] == "chatty", by[chatty]
+    assert 400 <= snap["interval_ms"] < 5000
+    # Not a terminal: one snapshot, tab-separated rows, no header, same order rule.
+    r = tend(d, "top", "--interval", "0.3")
+    assert r.returncode == 0, r
+    lines = out(r).splitlines()
+    assert len(lines) == 3 and lines[0].split("\t")[0] == str(busy), lines
+    fields = lines[0].split("\t")
+    assert len(fields) == 8 and float(fields[2]) > 10 and fields[6] == "running"
+    # Exited processes are not shown.
+    assert d.request("DELETE", f"/api/v1/processes/{busy}").status == 204
+    r = tend(d, "top", "--json", "--interval", "0.1")
+    assert busy not in {x["pid"] for x in json.loads(out(r))["processes"]}
+
+
+def test_top_refreshes_on_a_terminal_until_interrupted(daemon):
+    import pty
+    p = daemon.sh("echo on-screen; sleep 30")["pid"]
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(tend_env(daemon))
+        os.environ["COLUMNS"], os.environ["LINES"] = "100", "20"
+        os.execv(TEND_BIN, [TEND_BIN, "top", "--interval", "0.2"])
+    buf = b""
+    reaped = False
+    try:
+        def screens():
+            nonlocal buf
+            r, _, _ = __import__("select").select([fd], [], [], 0.5)
+            if r:
+                try:
+                    buf += os.read(fd, 65536)
+                except OSError:
+                    pass
+            return buf.count(b"\x1b[2J") >= 2 and str(p).encode() in buf
+        wait_for(screens, 15, what="two refreshed screens")
+        assert b"PID" in buf and b"CPU%" in buf and b"OUT/s" in buf
+        os.kill(pid, signal.SIGINT)
+        _, status = os.waitpid(pid, 0)
+        reaped = True
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    finally:
+        if not reaped:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+
+
+def test_top_usage_errors(daemon):
+    r = tend(daemon, "top", "--interval", "0")
+    assert r.returncode == 64 and "--interval" in err(r)
+    r = tend(daemon, "top", "--interval", "0.1", url="http://127.0.0.1:1")
+    assert r.returncode == 2 and "cannot connect" in err(r)

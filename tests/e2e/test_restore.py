@@ -30,6 +30,8 @@ def test_unadoptable_processes_are_reported_and_killed(daemon_factory, tmp_path,
     b = daemon_factory(*extra)
     log = b.log_text()
     assert "cannot re-adopt: pidfd missing" in log and "msg=\"restore\" adopted=1" in log, log
+    metrics = b.get("/metrics").body.decode()   # metrics (issue 16): a crash restore
+    assert 'tendd_restores_total{kind="crash"} 1\n' in metrics and "tendd_adopted_processes_total 1\n" in metrics
     wait_for(lambda: not procs_with(m), 5, what="the lost tree to be killed")
     info = b.info(p["pid"])
     assert info["status"] == "signaled" and info["signal"] == 9, info
@@ -48,6 +50,10 @@ def test_sigusr2_upgrade_keeps_processes_and_output(daemon_factory, tmp_path):
     os.kill(d.pid, signal.SIGUSR2)
     wait_for(lambda: "msg=\"restore\" adopted=2" in d.log_text(), 5, what="the re-exec")
     assert d.alive() and d.pid == pid_before
+    # metrics (issue 16): the new image counts one upgrade restore and the two processes it adopted.
+    metrics = d.get("/metrics").body.decode()
+    assert 'tendd_restores_total{kind="upgrade"} 1\n' in metrics and 'tendd_restores_total{kind="crash"} 0\n' in metrics
+    assert "tendd_adopted_processes_total 2\n" in metrics
     s2 = d.follow(p["pid"], "stdout", headers={"Last-Event-ID": str(last_id)})
     rest = s2.collect()
     rest.assert_eof_terminated()

@@ -132,6 +132,18 @@ def req(mgr, method, path, body=None, raw: bytes | None = None):
         c.close()
 
 
+def metrics_text(mgr) -> str:
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", mgr.port, timeout=20)
+    try:
+        c.request("GET", "/metrics", headers={"Authorization": f"Bearer {mgr.token}"})
+        r = c.getresponse()
+        assert r.status == 200
+        return r.read().decode()
+    finally:
+        c.close()
+
+
 def start(mgr, body):
     st, info = req(mgr, "POST", "/api/v1/processes", body)
     assert st == 201, (st, info, mgr.tail())
@@ -174,6 +186,9 @@ def test_crash_loses_nothing(mgr):
     print(f"\n  crash -> first answered request: {recovery_ms:.0f} ms (RestartSec=1s)")
     log = mgr.log.read_text()
     assert "msg=\"restore\" adopted=4" in log, mgr.tail()
+    # metrics (issue 16): the restarted daemon counts one crash restore and the four processes it adopted.
+    m = metrics_text(mgr)
+    assert 'tendd_restores_total{kind="crash"} 1\n' in m and "tendd_adopted_processes_total 4\n" in m, m[-2000:]
     pids = {p["pid"] for p in body["processes"]}
     assert {flood["pid"], waiter["pid"], short["pid"]} <= pids
 
