@@ -21,7 +21,7 @@ public enum CopyOperand: Equatable {
 }
 
 /// "12.3 MiB"
-public func humanBytes(_ n: Int64) -> String {
+public func sizeText(_ n: Int64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"]
     var v = Double(n), i = 0
     while v >= 1024 && i < units.count - 1 { v /= 1024; i += 1 }
@@ -48,9 +48,9 @@ struct Progress {
         if !final && now - lastDraw < 100 { return }
         lastDraw = now
         let secs = max(0.001, Double(now - started) / 1000)
-        var line = "\r\(humanBytes(done))"
-        if let total, total > 0 { line += " / \(humanBytes(total))  \(done * 100 / total)%" }
-        line += "  \(humanBytes(Int64(Double(done) / secs)))/s   "
+        var line = "\r\(sizeText(done))"
+        if let total, total > 0 { line += " / \(sizeText(total))  \(done * 100 / total)%" }
+        line += "  \(sizeText(Int64(Double(done) / secs)))/s   "
         if final { line += "\n" }
         try? FD.writeFully(2, Array(line.utf8))
     }
@@ -239,7 +239,7 @@ public struct Ls: ParsableCommand {
             let rows: [[String]] = entries.map { e in
                 let dir = e["is_dir"] == .bool(true)
                 var name = ""; if case .string(let s)? = e["name"] { name = s }
-                var size = ""; if case .int(let n)? = e["size"] { size = Terminal.isTerminal(1) ? humanBytes(n) : String(n) }
+                var size = ""; if case .int(let n)? = e["size"] { size = Terminal.isTerminal(1) ? sizeText(n) : String(n) }
                 var mod = ""
                 if case .int(let ms)? = e["modified_at"] { mod = Terminal.isTerminal(1) ? age(ms, now: Clock.wallMs()) + " ago" : String(ms) }
                 return Terminal.isTerminal(1) ? [dir ? "dir" : "file", size, mod, dir ? name + "/" : name] : [dir ? "d" : "f", size, mod, name]

@@ -17,10 +17,10 @@ final class FilesCommandTests: XCTestCase {
     }
 
     func testHumanBytes() {
-        XCTAssertEqual(humanBytes(0), "0 B")
-        XCTAssertEqual(humanBytes(1023), "1023 B")
-        XCTAssertEqual(humanBytes(1536), "1.5 KiB")
-        XCTAssertEqual(humanBytes(256 << 20), "256.0 MiB")
-        XCTAssertEqual(humanBytes(10 << 30), "10.0 GiB")
+        XCTAssertEqual(sizeText(0), "0 B")
+        XCTAssertEqual(sizeText(1023), "1023 B")
+        XCTAssertEqual(sizeText(1536), "1.5 KiB")
+        XCTAssertEqual(sizeText(256 << 20), "256.0 MiB")
+        XCTAssertEqual(sizeText(10 << 30), "10.0 GiB")
     }
 }
