@@ -229,7 +229,7 @@ extension Server {
         case .exited(let c): code = c
         case .signaled(let s): sig = s
         case .oomKilled: sig = 9; oom = true
-        case .running: break
+        case .running, .exitUnknown: break   // exit-status: unknown counts as a failure (not a clean exit)
         }
         m.lastExit = (code, sig, oom, p.endedAt ?? Clock.wallMs())
         if m.stopRequested {
@@ -260,6 +260,7 @@ extension Server {
             m.restartTimer = nil
             self.relaunch(p, reason: "policy \(m.spec.restart.policy.rawValue)")
         }
+        testPause.reach(.backingOff, log)   // chaos: test-only pause point
     }
 
     /// Starts the next run of a managed process; on failure it backs off again (or stops at the limit).

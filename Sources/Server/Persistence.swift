@@ -120,7 +120,7 @@ extension Server {
         case .exited(let c): code = .int(Int64(c))
         case .signaled(let x): sig = .int(Int64(x))
         case .oomKilled: sig = .int(9)
-        case .running: break
+        case .running, .exitUnknown: break   // exit-status: an unknown status is stored as such (below)
         }
         var managed: JSONValue = .null
         if let m = p.managed {
@@ -141,6 +141,7 @@ extension Server {
             ("stderr_mode", .string(s.stderrMode.rawValue)), ("user", user),
             ("started_at", .int(p.startedAt)), ("ended_at", p.endedAt.map { .int($0) } ?? .null),
             ("status", .string(p.status.name)), ("exit_code", code), ("signal", sig),
+            ("exit_status_unknown", .bool(p.status == .exitUnknown)),   // exit-status
             ("cgroup_leaf", p.cgroupLeaf.map { .string($0) } ?? .null),
             ("stdin_closed", .bool(p.stdin?.closed ?? true)), ("is_run", .bool(p.isRun)),
             ("journal_bytes", .int(Int64(p.journal.boundBytes))), ("max_line_bytes", .int(Int64(p.journal.maxLineBytes))),
@@ -266,10 +267,13 @@ extension Server {
         }
         exitedOrder.sort { ($0.endedAt ?? 0) < ($1.endedAt ?? 0) }
         // Exits while we were down, runs whose client is gone, supervisors to resume.
+        testPause.reach(.restore, log)   // chaos: test-only pause point
         for p in processes.values.sorted(by: { $0.handle < $1.handle }) {
-            if p.isRunning, p.pidfd >= 0, (try? Proc.exitStatus(pidfd: p.pidfd)) != nil {
+            // exit-status: ended while we were down (readable: exited; hung up: reaped by systemd). An exit
+            // not reaped yet waits for its reap in the loop (ExitWatch.swift).
+            if p.isRunning, p.pidfd >= 0, let events = exitReadiness(p) {
                 exitedWhileDown += 1
-                childExited(p)
+                childExited(p, events: events)
                 continue
             }
             if p.isRun && p.isRunning {
@@ -323,7 +327,8 @@ extension Server {
 
     private func decodeStatus(_ e: JSONValue) -> ProcessStatus {
         switch e["status"] {
-        case .string("exited")?: if case .int(let c)? = e["exit_code"] { return .exited(Int32(c)) }; return .exited(-1)
+        // exit-status: "exited" without a code is an unknown status, never -1.
+        case .string("exited")?: if case .int(let c)? = e["exit_code"] { return .exited(Int32(c)) }; return .exitUnknown
         case .string("signaled")?: if case .int(let s)? = e["signal"] { return .signaled(Int32(s)) }; return .signaled(9)
         case .string("oom_killed")?: return .oomKilled
         default: return .running
@@ -363,6 +368,14 @@ extension Server {
             }
         case .starting, .running:
             if p.isRunning, let h = m.spec.health { scheduleHealthCheck(p, afterMs: min(h.intervalMs, h.initialDelayMs)) }
+            if !p.isRunning {
+                // chaos: the exit was written (synchronously, in childExited) but the supervisor's decision was
+                // not (a crash before the next save): decide now, as the exit would have. Before, such a
+                // process stayed "running" in its managed status and was never restarted.
+                managedExited(p)
+                if m.status == .stopped, !exitedOrder.contains(where: { $0 === p }) { exitedOrder.append(p) }
+                markStateDirty(p)
+            }
         case .stopped:
             break
         }
@@ -448,6 +461,7 @@ extension Server {
         env.append("LISTEN_FDNAMES=" + fds.map { $0.1 }.joined(separator: ":"))
         env.append("TENDD_REEXEC=1")
         if let dir = persistence?.dir, config.stateDir == nil { env.append("RUNTIME_DIRECTORY=\(dir)") }
+        testPause.reach(.reexec, log)   // chaos: test-only pause point
         let err = Proc.exec(executablePath, argv: CommandLine.arguments, env: env)
         // Our fds 3.. were overwritten: this image cannot go on. The stored fds (systemd) or nothing remain.
         log.error("msg=\"upgrade exec failed; exiting\" error=\(Log.q(err.description))")

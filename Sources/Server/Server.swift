@@ -32,6 +32,8 @@ public final class Server {
     var dirtyConnections: [ObjectIdentifier: Connection] = [:]
     var signalSource: SignalSource?
     let systemd = SystemdIntegration()   // systemd: READY/STATUS/WATCHDOG/STOPPING hooks (SystemdIntegration.swift)
+    let reapWaits = ReapWaits()          // exit-status: exits waiting for their parent's reap (ExitWatch.swift)
+    let testPause = TestPause()          // chaos: test-only pause points (TestPause.swift)
     var stopping = false
     var upgrading = false
     var orphanScanDue = false
@@ -144,12 +146,16 @@ public final class Server {
 
     /// Before sleeping: pump followers of processes that got output, then flush connections.
     func beforeSleep() {
-        defer { saveState() }
         if !dirtyProcesses.isEmpty {
             let procs = dirtyProcesses
             dirtyProcesses.removeAll(keepingCapacity: true)
             for (_, p) in procs { for (_, f) in p.followers { f.pump() } }
         }
+        // chaos: the state files are written before any answer goes out, so a client never hears of a
+        // process (201 + pid) that a crash right after would forget (the save used to follow the flush).
+        let wrote = persistence.map { !$0.dirtyRecords.isEmpty } ?? false
+        saveState()
+        if wrote { testPause.reach(.stateWritten, log) }   // chaos: test-only pause point
         if !dirtyConnections.isEmpty {
             let conns = dirtyConnections
             dirtyConnections.removeAll(keepingCapacity: true)
@@ -186,25 +192,17 @@ public final class Server {
 
     // MARK: processes
 
-    func childExited(_ p: ProcessRecord) {
+    func childExited(_ p: ProcessRecord, events: EpollEvents = .input) {
         // Output written before the exit is in the pipes now: take it first, so "exited" implies "captured".
         for o in p.outputs { o.drain(maxBytes: 16 << 20) }
-        let report: ExitReport?
-        do { report = try Proc.reap(pidfd: p.pidfd) } catch let e as SysError where e.errno == ECHILD_ {
-            // Re-adopted after a crash: not our child any more (systemd reaps it); ask the pidfd.
-            report = (try? Proc.exitStatus(pidfd: p.pidfd)) ?? .exited(-1)
-        } catch {
-            log.error("msg=\"reap failed\" pid=\(p.pid) error=\(Log.q("\(error)"))")
-            report = .exited(-1)
-        }
-        guard let report else { return }   // spurious wake-up
+        // exit-status: only a status the kernel vouches for; a re-adopted process waits for its parent's
+        // reap (EPOLLHUP), and an unknown one is said so, never -1 (ExitWatch.swift).
+        guard let (status, seenAt) = settleExit(p, events: events) else { return }
+        testPause.reach(.exitSeen, log)   // chaos: test-only pause point
         if let reg = p.pidfdReg { loop.deregister(reg); p.pidfdReg = nil }
-        p.endedAt = Clock.wallMs()
+        p.endedAt = seenAt ?? Clock.wallMs()
         runningCount -= 1
-        switch report {
-        case .exited(let code): p.status = .exited(code)
-        case .signaled(let sig, _): p.status = ownership.oomKilled(p) && sig == Signal.kill ? .oomKilled : .signaled(sig)
-        }
+        p.status = status
         // The state file must hold the exit before the pidfd that could tell it is given up.
         markStateDirty(p)
         saveState()
@@ -241,6 +239,7 @@ public final class Server {
         case .exited(let c): return "exit_code=\(c)"
         case .signaled(let sig): return "signal=\(sig)"
         case .oomKilled: return "signal=9 oom_killed=true"
+        case .exitUnknown: return "exit_status_unknown=true"   // exit-status
         }
     }
 

@@ -170,6 +170,7 @@ extension Server {
         }
         log.info("msg=\"process started\" pid=\(pid) handle=\(record.handle) command=\(Log.q(spec.command)) args=\(spec.args.count)\(record.cgroupLeaf != nil ? " cgroup=1" : "")")
         managedLaunched(record)
+        testPause.reach(.afterSpawn, log)   // chaos: test-only pause point
     }
 
     /// Spawns without copying the daemon's fd table (which holds 4+ fds per process: 16,000 with 4,000
