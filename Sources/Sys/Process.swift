@@ -122,6 +122,13 @@ public enum Proc {
         return report(code: code, status: status)
     }
 
+    /// C: pidfd_open(2): a pidfd for any process (not only a child), close-on-exec.
+    public static func openPidfd(_ pid: Int32) throws -> Int32 {
+        let fd = tend_pidfd_open(pid)
+        if fd < 0 { throw lastError("pidfd_open") }
+        return fd
+    }
+
     /// Whether a pidfd is readable (the process exited) and hung up (it was reaped, by whoever is its
     /// parent), without waiting. C: poll(2) with a zero timeout.
     public static func pidfdReadiness(_ pidfd: Int32) -> (exited: Bool, reaped: Bool) {
