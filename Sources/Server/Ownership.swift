@@ -119,7 +119,7 @@ final class Ownership {
     /// cgroup is the slowest of them); an empty cgroup costs the kernel a few KiB.
     static let poolMax = 64
     private func recycle(_ leaf: String, knownEmpty: Bool = false) {
-        guard let base, leaf.hasPrefix(base + "/") else { Cgroup.remove(leaf); return }
+        guard let base, leaf.hasPrefix(base + "/") else { removeDeadLeaf(leaf); return }   // chaos: and its dead subtree (SubtreeSweep.swift)
         // A leaf that saw cgroup.kill is never reused: on this kernel (6.18) a child cloned into it with
         // CLONE_INTO_CGROUP is killed at once (the kill sequence it samples is the parent cgroup's).
         if killedLeaves.remove(leaf) != nil { Cgroup.remove(leaf); return }

@@ -169,6 +169,11 @@ extension Server {
                 }
                 FD.close(fd); FDStore.remove(name: name)
             }
+            // chaos: the daemon pid is on disk from the start (the tree marker of a process whose record a
+            // crash never wrote names it), and trees no record describes are killed (SubtreeSweep.swift).
+            persistence?.daemonDirty = true
+            saveState()
+            ownership.sweepDeadSubtrees(claimed: [])
             return stored.isEmpty ? "nothing to restore" : "no state file: \(stored.count) stored fds dropped"
         }
         if case .int(let n)? = state?["next_handle"] { nextHandle = max(nextHandle, Int(n)) }
@@ -266,6 +271,8 @@ extension Server {
             FDStore.remove(name: name)
         }
         exitedOrder.sort { ($0.endedAt ?? 0) < ($1.endedAt ?? 0) }
+        // chaos: dead daemons' subtrees: empty leaves go, unclaimed populated ones are killed (SubtreeSweep.swift).
+        ownership.sweepDeadSubtrees(claimed: Set(processes.values.compactMap { $0.isRunning ? $0.cgroupLeaf : nil }))
         // Exits while we were down, runs whose client is gone, supervisors to resume.
         testPause.reach(.restore, log)   // chaos: test-only pause point
         for p in processes.values.sorted(by: { $0.handle < $1.handle }) {
