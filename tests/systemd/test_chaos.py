@@ -97,8 +97,9 @@ def answered_after(mgr, old_pid: int, t0: float, limit: float = 30) -> float:
     while True:
         try:
             st, _ = req(mgr, "GET", "/api/v1/health", timeout=limit)
+            took = time.monotonic() - t0
             if st == 200 and mgr.main_pid() not in (0, old_pid):
-                return time.monotonic() - t0
+                return took
         except (OSError, http.client.HTTPException):
             pass
         if time.monotonic() - t0 > limit:
