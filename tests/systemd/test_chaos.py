@@ -335,6 +335,36 @@ def test_kill_after_an_exit_was_read_but_not_written(mgr, tmp_path):
     assert req(mgr, "GET", f"/api/v1/processes/{p['pid']}/stdout")[1]["lines"] == ["waiting"]
 
 
+def test_exit_of_a_readopted_process_waits_for_the_reap(mgr, tmp_path):
+    """The issue-18 window, held open: a re-adopted process (systemd's child now) exits while the manager is
+    stopped, so it stays unreaped. Its pidfd is readable but the kernel has no exit status yet: tendd must wait
+    (the process still shows as running), not report -1; once the manager reaps it (EPOLLHUP), the status is
+    exact and `ended_at` is when it exited, not when it was reaped."""
+    fresh(mgr)
+    go = tmp_path / "go"
+    p = start(mgr, {"command": "sh", "args": ["-c", f"while [ ! -e {go} ]; do sleep 0.02; done; exit 33"]})
+    kill_daemon(mgr)
+    assert info(mgr, p["pid"])["status"] == "running"
+    manager = mgr.proc.pid
+    assert Path(f"/proc/{manager}/comm").read_text().strip() == "systemd"
+    seen_before = mgr.log.read_text().count("exit seen, waiting for its parent's reap")
+    os.kill(manager, signal.SIGSTOP)
+    try:
+        go.write_text("")
+        t_exit = int(time.time() * 1000)
+        wait_for(lambda: Path(f"/proc/{p['pid']}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", 5, "the zombie")
+        wait_for(lambda: mgr.log.read_text().count("exit seen, waiting for its parent's reap") > seen_before, 5,
+                 "the daemon to wait for the reap\n" + mgr.tail())
+        held = info(mgr, p["pid"])
+        assert held["status"] == "running" and held["exit_code"] is None, held
+        t_reap = int(time.time() * 1000)
+    finally:
+        os.kill(manager, signal.SIGCONT)
+    got = wait_for(lambda: (lambda i: i if i["status"] != "running" else None)(info(mgr, p["pid"])), 5, "the exit")
+    assert got["status"] == "exited" and got["exit_code"] == 33 and "exit_status_unknown" not in got, got
+    assert t_exit - 50 <= got["ended_at"] <= t_reap, (t_exit, got["ended_at"], t_reap)
+
+
 def test_kill_during_restore(mgr, tmp_path):
     """A restarted daemon is killed in the middle of its restore (fds taken, nothing written) while one
     process exits and another keeps running: the next restore gets both right."""
