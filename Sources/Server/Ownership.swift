@@ -9,6 +9,7 @@ import Reactor
 final class Ownership {
     static let markerName = "TENDD_UNIT"
     let base: String?          // our subtree root, nil in fallback mode
+    var lineage: [String] = [] // chaos: subtrees of earlier daemons on our state not yet removed (SubtreeSweep.swift)
     let daemonPid: Int32
     let log: Log
     /// Whether a pid is the leader of a running record (set by the Server).

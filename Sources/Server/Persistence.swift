@@ -99,7 +99,8 @@ extension Server {
             if persistence.daemonDirty {
                 persistence.daemonDirty = false
                 let d: JSONValue = .object([("version", .int(2)), ("daemon_pid", .int(Int64(ownership.daemonPid))),
-                                            ("next_handle", .int(Int64(nextHandle)))])
+                                            ("next_handle", .int(Int64(nextHandle))),
+                                            ("subtrees", .array(ownership.lineage.map { .string($0) }))])   // chaos
                 try persistence.write(persistence.daemonPath, d.serialized())
             }
         } catch {
@@ -173,7 +174,6 @@ extension Server {
             // crash never wrote names it), and trees no record describes are killed (SubtreeSweep.swift).
             persistence?.daemonDirty = true
             saveState()
-            ownership.sweepDeadSubtrees(claimed: [])
             return stored.isEmpty ? "nothing to restore" : "no state file: \(stored.count) stored fds dropped"
         }
         if case .int(let n)? = state?["next_handle"] { nextHandle = max(nextHandle, Int(n)) }
@@ -271,8 +271,15 @@ extension Server {
             FDStore.remove(name: name)
         }
         exitedOrder.sort { ($0.endedAt ?? 0) < ($1.endedAt ?? 0) }
-        // chaos: dead daemons' subtrees: empty leaves go, unclaimed populated ones are killed (SubtreeSweep.swift).
-        ownership.sweepDeadSubtrees(claimed: Set(processes.values.compactMap { $0.isRunning ? $0.cgroupLeaf : nil }))
+        // chaos: the subtrees of earlier daemons on this state: empty leaves go, unclaimed populated ones are
+        // killed (SubtreeSweep.swift); then daemon.json names us (and what is left of them) at once.
+        var lineage = Set<String>()
+        if case .array(let a)? = state?["subtrees"] { for case .string(let n) in a { lineage.insert(n) } }
+        if let oldDaemon { lineage.insert("tendd-\(oldDaemon)") }
+        for p in processes.values { if let leaf = p.cgroupLeaf, let parent = leaf.split(separator: "/").dropLast().last { lineage.insert(String(parent)) } }
+        ownership.sweepDeadSubtrees(lineage: lineage, claimed: Set(processes.values.compactMap { $0.isRunning ? $0.cgroupLeaf : nil }))
+        persistence?.daemonDirty = true
+        saveState()
         // Exits while we were down, runs whose client is gone, supervisors to resume.
         testPause.reach(.restore, log)   // chaos: test-only pause point
         for p in processes.values.sorted(by: { $0.handle < $1.handle }) {

@@ -6,22 +6,27 @@
 // (nobody could ever serve or stop them), and removes a subtree once it is empty. Without the sweep every
 // crash leaked a subtree and its pool (8 leaves), and an unrecorded process's setsid'd descendants lived on.
 //
-// A subtree is dead when its pid is no longer a process in our own cgroup (a live sibling tendd, as in the
-// e2e suite, is never touched; a reused pid errs towards leaving the subtree, never towards killing).
+// Only our own lineage is swept: the subtrees of the daemons that ran before us on this state (daemon.json
+// names the last one and the `subtrees` not yet gone; records name the subtrees of their leaves), never a
+// sibling tendd's that merely shares our cgroup (as in the e2e suite), and never one whose pid is alive in
+// our cgroup (a reused pid errs towards leaving the subtree, never towards killing).
 import Sys
 import Reactor
 
 extension Ownership {
-    /// Sweeps the subtrees of dead daemons; `claimed`: leaves of re-adopted records. Returns trees killed.
+    /// Sweeps the subtrees `lineage` (names `tendd-<pid>` of earlier daemons on our state); `claimed`: leaves
+    /// of re-adopted records. Those that remain (holding claimed leaves) are kept in `self.lineage`, written to
+    /// daemon.json, so that the next daemon still knows them. Returns the trees killed.
     @discardableResult
-    func sweepDeadSubtrees(claimed: Set<String>) -> Int {
+    func sweepDeadSubtrees(lineage: Set<String>, claimed: Set<String>) -> Int {
         guard let base, let slash = base.lastIndex(of: "/") else { return 0 }
         let root = String(base[..<slash])
         let ownCgroup = (try? FD.readFile("/proc/self/cgroup", limit: 4096)) ?? []
         var killed = 0
-        for name in FD.listDirectory(root) where name.hasPrefix("tendd-") {
+        defer { self.lineage = lineage.filter { root + "/" + $0 != base && Proc.isDirectory(root + "/" + $0) }.sorted() }
+        for name in lineage.sorted() where name.hasPrefix("tendd-") && !name.contains("/") {
             let dir = root + "/" + name
-            guard dir != base, let pid = Int32(name.dropFirst(6)) else { continue }
+            guard dir != base, Proc.isDirectory(dir), let pid = Int32(name.dropFirst(6)) else { continue }
             if let theirs = try? FD.readFile("/proc/\(pid)/cgroup", limit: 4096), theirs == ownCgroup { continue }   // alive
             for leafName in FD.listDirectory(dir) where Proc.isDirectory(dir + "/" + leafName) {
                 let leaf = dir + "/" + leafName
@@ -47,7 +52,7 @@ extension Ownership {
         let parent = String(leaf[..<slash])
         if parent != base, parent.split(separator: "/").last?.hasPrefix("tendd-") == true,
            !FD.listDirectory(parent).contains(where: { Proc.isDirectory(parent + "/" + $0) }) {
-            Cgroup.remove(parent)
+            if Cgroup.remove(parent), let name = parent.split(separator: "/").last { lineage.removeAll { $0 == name } }
         }
     }
 
