@@ -156,6 +156,19 @@ def tagged(tag: str) -> list[int]:
     return out
 
 
+def with_arg(arg: str) -> list[int]:
+    """Live processes with `arg` among their command-line arguments."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if arg.encode() in Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0") and alive(int(d)):
+                    out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
 def fd_store_entries(mgr) -> int:
     return int(mgr.show("tendd.service", "NFileDescriptorStore") or 0)
 
@@ -272,13 +285,16 @@ def test_kill_between_spawn_and_state_write(mgr):
     restarted daemon must kill that tree (nobody knows of it) and leave no fd-store entry behind."""
     fresh(mgr)
     tag = "spawn-" + os.urandom(4).hex()
+    # The grandchild drops its environment (so the tree marker too) and its session: only the cgroup leaf
+    # still ties it to the unrecorded process. It is found by its unique sleep time.
+    nap = f"3000.{int.from_bytes(os.urandom(3), 'big')}"
     arm(mgr, "after-spawn")
     s = socket.create_connection(("127.0.0.1", mgr.port), timeout=10)
-    body = json.dumps({"command": "sh", "args": ["-c", "setsid sleep 300 & exec sleep 300"], "env": {"CHAOS_TAG": tag}})
+    body = json.dumps({"command": "sh", "args": ["-c", f"env -i setsid sleep {nap} & exec sleep 300"], "env": {"CHAOS_TAG": tag}})
     s.sendall(f"POST /api/v1/processes HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {mgr.token}\r\n"
               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
     pid = paused(mgr, "after-spawn")
-    wait_for(lambda: len(tagged(tag)) >= 1, 10, "the spawned child")
+    wait_for(lambda: len(tagged(tag)) >= 1 and len(with_arg(nap)) == 1, 10, "the spawned child and grandchild")
     wait_for(lambda: fd_store_entries(mgr) >= 1, 5, "its pidfd in the fd store")   # stored before the record
     took = kill_daemon(mgr, pid)
     try:
@@ -288,7 +304,7 @@ def test_kill_between_spawn_and_state_write(mgr):
     s.close()
     assert got == b"", got                      # ... without an answer
     assert req(mgr, "GET", "/api/v1/processes")[1]["processes"] == []
-    wait_for(lambda: tagged(tag) == [], 10, "the unrecorded tree to be killed")
+    wait_for(lambda: tagged(tag) == [] and with_arg(nap) == [], 10, "the unrecorded tree to be killed")
     assert "process without a record, killing its tree" in mgr.log.read_text()
     wait_for(lambda: fd_store_entries(mgr) == 0, 5, "the fd store to be empty")
     print(f"\n  kill after spawn: answering again after {took * 1000:.0f} ms")
