@@ -170,8 +170,8 @@ extension Server {
                 }
                 FD.close(fd); FDStore.remove(name: name)
             }
-            // chaos: the daemon pid is on disk from the start (the tree marker of a process whose record a
-            // crash never wrote names it), and trees no record describes are killed (SubtreeSweep.swift).
+            // chaos: the daemon pid (and so our cgroup subtree) is on disk from the start: the tree marker of a
+            // process whose record a crash never wrote names it, and the next restore sweeps that subtree.
             persistence?.daemonDirty = true
             saveState()
             return stored.isEmpty ? "nothing to restore" : "no state file: \(stored.count) stored fds dropped"
@@ -280,8 +280,8 @@ extension Server {
         ownership.sweepDeadSubtrees(lineage: lineage, claimed: Set(processes.values.compactMap { $0.isRunning ? $0.cgroupLeaf : nil }))
         persistence?.daemonDirty = true
         saveState()
-        // Exits while we were down, runs whose client is gone, supervisors to resume.
         testPause.reach(.restore, log)   // chaos: test-only pause point
+        // Exits while we were down, runs whose client is gone, supervisors to resume.
         for p in processes.values.sorted(by: { $0.handle < $1.handle }) {
             // exit-status: ended while we were down (readable: exited; hung up: reaped by systemd). An exit
             // not reaped yet waits for its reap in the loop (ExitWatch.swift).

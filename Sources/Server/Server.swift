@@ -144,7 +144,7 @@ public final class Server {
 
     // MARK: the loop's phases that belong to the server
 
-    /// Before sleeping: pump followers of processes that got output, then flush connections.
+    /// Before sleeping: pump followers of processes that got output, write the state files, then flush connections.
     func beforeSleep() {
         if !dirtyProcesses.isEmpty {
             let procs = dirtyProcesses
