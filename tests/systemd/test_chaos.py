@@ -111,6 +111,7 @@ def kill_daemon(mgr, pid: int | None = None) -> float:
     """kill -9 of the daemon; returns seconds until a new one answers."""
     pid = pid or mgr.main_pid()
     assert pid
+    mgr.seen_pids.add(pid)
     mgr.ctl("reset-failed", "tendd.service", check=False)   # the start limit counts restarts; chaos is on purpose
     os.kill(pid, signal.SIGKILL)
     t0 = time.monotonic()
@@ -177,15 +178,19 @@ def daemon_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def cgroup_dirs(mgr) -> tuple[list[str], list[str]]:
-    """(tendd-* subtrees, populated leaves) in the service's cgroup, or ([], []) in fallback mode."""
-    pid = mgr.main_pid()
-    line = [l for l in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if l.startswith("0::")]
+def cgroup_root(mgr) -> Path:
+    """The service's cgroup directory (where tendd makes its tendd-<pid> subtree)."""
+    line = [l for l in Path(f"/proc/{mgr.main_pid()}/cgroup").read_text().splitlines() if l.startswith("0::")]
     base = Path("/sys/fs/cgroup/unified") if Path("/sys/fs/cgroup/unified/cgroup.procs").exists() else Path("/sys/fs/cgroup")
-    if not line:
-        return [], []
-    own = base / line[0][3:].lstrip("/")
-    subtrees = sorted(p.name for p in own.iterdir() if p.is_dir() and p.name.startswith("tendd-"))
+    return base / line[0][3:].lstrip("/")
+
+
+def cgroup_dirs(mgr) -> tuple[list[str], list[str]]:
+    """(tendd-* subtrees, populated leaves) of this manager's daemons in the service's cgroup. (Every private
+    manager on the machine puts its tendd.service at the same cgroup path: only our daemons' pids count.)"""
+    own = cgroup_root(mgr)
+    ours = {f"tendd-{pid}" for pid in mgr.seen_pids}
+    subtrees = sorted(p.name for p in own.iterdir() if p.is_dir() and p.name in ours)
     populated = []
     for s in subtrees:
         for leaf in (own / s).iterdir():
@@ -293,6 +298,14 @@ def test_kill_between_spawn_and_state_write(mgr):
     body = json.dumps({"command": "sh", "args": ["-c", f"env -i setsid sleep {nap} & exec sleep 300"], "env": {"CHAOS_TAG": tag}})
     s.sendall(f"POST /api/v1/processes HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {mgr.token}\r\n"
               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
+    try:
+        spawn_window(mgr, s, tag, nap)
+    finally:
+        for pid in with_arg(nap):      # only after a failure: the grandchild carries no marker the manager could find
+            os.kill(pid, signal.SIGKILL)
+
+
+def spawn_window(mgr, s, tag, nap):
     pid = paused(mgr, "after-spawn")
     wait_for(lambda: len(tagged(tag)) >= 1 and len(with_arg(nap)) == 1, 10, "the spawned child and grandchild")
     wait_for(lambda: fd_store_entries(mgr) >= 1, 5, "its pidfd in the fd store")   # stored before the record
@@ -593,8 +606,18 @@ def test_chaos_run(mgr):
     daemon = mgr.main_pid()
     wait_for(lambda: daemon_fds(daemon) == base_fds + records, 10,
              f"the daemon's fds to be its baseline {base_fds} + {records} journals (has {daemon_fds(daemon)})")
-    subtrees, populated = cgroup_dirs(mgr)
-    assert populated == [], populated
+    def who(leaves):
+        out = []
+        for l in leaves:
+            for pid in (cgroup_root(mgr) / l / "cgroup.procs").read_text().split():
+                try:
+                    out.append((l, pid, Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:80],
+                                Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]))
+                except OSError:
+                    out.append((l, pid, "gone"))
+        return out
+    wait_for(lambda: cgroup_dirs(mgr)[1] == [], 10, f"no populated leaf ({who(cgroup_dirs(mgr)[1])})\n" + mgr.tail(8000))
+    subtrees, _ = cgroup_dirs(mgr)
     assert subtrees in ([], [f"tendd-{daemon}"]), subtrees
     # Where the time after each kill went: until the new daemon logged its first line (systemd's RestartSec=
     # and the exec), until it was ready (restore), until the client had its answer.
