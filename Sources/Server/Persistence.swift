@@ -24,9 +24,12 @@ final class Persistence {
     var daemonDirty = false
     /// Store fds with systemd (crash survival) — only when a manager listens.
     let useFDStore: Bool
+    /// chaos: fd-store messages go through the Server's non-blocking notifier (Notifier.swift).
+    let notifier: Notifier
 
-    init(dir: String) {
+    init(dir: String, notifier: Notifier) {
         self.dir = dir
+        self.notifier = notifier
         useFDStore = FDStore.available
     }
 
@@ -66,12 +69,18 @@ final class Persistence {
 
     func store(_ fd: Int32, _ handle: Int, _ kind: String) {
         guard useFDStore, fd >= 0 else { return }
-        FDStore.store(fd, name: Persistence.name(handle, kind))
+        notifier.send("FDSTORE=1\nFDPOLL=0\nFDNAME=\(Persistence.name(handle, kind))", fd: fd)   // chaos: never blocks
     }
 
     func drop(_ handle: Int, _ kind: String) {
         guard useFDStore else { return }
-        FDStore.remove(name: Persistence.name(handle, kind))
+        dropName(Persistence.name(handle, kind))
+    }
+
+    /// FDSTOREREMOVE of every stored fd named `name`.
+    func dropName(_ name: String) {
+        guard useFDStore else { return }
+        notifier.send("FDSTOREREMOVE=1\nFDNAME=\(name)")   // chaos: never blocks
     }
 }
 
@@ -168,7 +177,7 @@ extension Server {
                     log.error("msg=\"process without a record, killing it\" name=\(Log.q(name))")
                     _ = try? Proc.signal(pidfd: fd, Signal.kill)
                 }
-                FD.close(fd); FDStore.remove(name: name)
+                FD.close(fd); notifier.send("FDSTOREREMOVE=1\nFDNAME=\(name)")   // chaos: never blocks
             }
             // chaos: the daemon pid (and so our cgroup subtree) is on disk from the start: the tree marker of a
             // process whose record a crash never wrote names it, and the next restore sweeps that subtree.
@@ -268,7 +277,7 @@ extension Server {
             }
             log.warn("msg=\"stored fd not claimed by any process, closing\" name=\(Log.q(name))")
             FD.close(fd)
-            FDStore.remove(name: name)
+            persistence?.dropName(name)
         }
         exitedOrder.sort { ($0.endedAt ?? 0) < ($1.endedAt ?? 0) }
         // chaos: the subtrees of earlier daemons on this state: empty leaves go, unclaimed populated ones are
@@ -446,7 +455,7 @@ extension Server {
 
     private func reexec() {
         log.info("msg=\"upgrade: re-executing\" path=\(Log.q(executablePath)) processes=\(processes.count)")
-        if systemd.enabled { _ = try? Systemd.notify("RELOADING=1\nSTATUS=re-executing") }
+        if systemd.enabled { notifier.send("RELOADING=1\nSTATUS=re-executing", droppable: true) }   // chaos: never blocks
         // Everything a pipe held is still in the pipe; what was read is in the memfd journals.
         saveState(all: true)
         var fds: [(Int32, String)] = []

@@ -34,6 +34,7 @@ public final class Server {
     let systemd = SystemdIntegration()   // systemd: READY/STATUS/WATCHDOG/STOPPING hooks (SystemdIntegration.swift)
     let reapWaits = ReapWaits()          // exit-status: exits waiting for their parent's reap (ExitWatch.swift)
     let testPause = TestPause()          // chaos: test-only pause points (TestPause.swift)
+    let notifier: Notifier               // chaos: non-blocking messages to the service manager (Notifier.swift)
     var stopping = false
     var upgrading = false
     var orphanScanDue = false
@@ -48,6 +49,7 @@ public final class Server {
     public init(config: Config) throws {
         self.config = config
         log = Log(level: config.logLevel)
+        notifier = Notifier(log: log)
         // Four low fd slots for spawning with CLONE_FILES (Spawn.swift), taken before anything else so
         // their numbers are small: the child copies only the fds below them.
         var slots: [Int32] = []
@@ -61,7 +63,7 @@ public final class Server {
         executablePath = exe
         if let dir = config.stateDir ?? Proc.getenv("RUNTIME_DIRECTORY")?.split(separator: ":").first.map(String.init),
            Proc.isDirectory(dir) {
-            persistence = Persistence(dir: dir)
+            persistence = Persistence(dir: dir, notifier: notifier)
         }
         ownership = Ownership(disabled: config.noCgroup || Proc.getenv("TENDD_NO_CGROUP") == "1", log: log)
         startedAtMono = Clock.monotonicMs()
@@ -122,6 +124,7 @@ public final class Server {
     public func start() throws {
         ownership.isTrackedLeader = { [unowned self] pid in self.processes[pid]?.isRunning == true }
         ownership.loop = loop
+        notifier.loop = loop   // chaos
         ownership.fillPool()
         Signal.ignorePipe()
         if !Proc.becomeSubreaper() { log.warn("msg=\"PR_SET_CHILD_SUBREAPER failed; orphans of children will not be reaped by tendd\"") }

@@ -394,6 +394,39 @@ def test_exit_of_a_readopted_process_waits_for_the_reap(mgr, tmp_path):
     assert t_exit - 50 <= got["ended_at"] <= t_reap, (t_exit, got["ended_at"], t_reap)
 
 
+def test_a_status_that_cannot_be_had_is_said_so(mgr, tmp_path):
+    """Its parent (the stopped manager) does not reap the re-adopted process within ExitTrust.reapWaitMs (10 s):
+    the status cannot be had. The record says so explicitly (exited, exit_code null, exit_status_unknown), the
+    log says why, the official SDK parses the record, and a later crash keeps it unknown (never -1)."""
+    from tensorlake.sandbox import Sandbox
+    fresh(mgr)
+    go = tmp_path / "go"
+    p = start(mgr, {"command": "sh", "args": ["-c", f"while [ ! -e {go} ]; do sleep 0.02; done; exit 33"]})
+    kill_daemon(mgr)
+    manager = mgr.proc.pid
+    assert Path(f"/proc/{manager}/comm").read_text().strip() == "systemd"
+    os.kill(manager, signal.SIGSTOP)
+    try:
+        go.write_text("")
+        t_exit = int(time.time() * 1000)
+        got = wait_for(lambda: (lambda i: i if i["status"] != "running" else None)(info(mgr, p["pid"])), 20,
+                       "the daemon to give the status up\n" + mgr.tail())
+    finally:
+        os.kill(manager, signal.SIGCONT)
+    assert got["status"] == "exited" and got["exit_code"] is None and got["signal"] is None, got
+    assert got["exit_status_unknown"] is True and t_exit - 50 <= got["ended_at"] <= t_exit + 2000, (got, t_exit)
+    assert "msg=\"exit status unknown\"" in mgr.log.read_text() and "not reaped by its parent" in mgr.log.read_text()
+    sb = Sandbox(identifier="local", proxy_url=f"http://127.0.0.1:{mgr.port}", api_key=mgr.token)
+    try:
+        sdk = [x for x in sb.list_processes() if x.pid == p["pid"]]
+        assert len(sdk) == 1 and sdk[0].status.value == "exited" and sdk[0].exit_code is None, sdk
+    finally:
+        sb.close()
+    kill_daemon(mgr)                                    # and it stays unknown across a crash
+    again = info(mgr, p["pid"])
+    assert again["exit_status_unknown"] is True and again["exit_code"] is None, again
+
+
 def test_kill_during_restore(mgr, tmp_path):
     """A restarted daemon is killed in the middle of its restore (fds taken, nothing written) while one
     process exits and another keeps running: the next restore gets both right."""
