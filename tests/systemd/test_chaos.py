@@ -307,6 +307,7 @@ def test_kill_between_spawn_and_state_write(mgr):
 
 
 def spawn_window(mgr, s, tag, nap):
+    log_from = len(mgr.log.read_text())
     pid = paused(mgr, "after-spawn")
     wait_for(lambda: len(tagged(tag)) >= 1 and len(with_arg(nap)) == 1, 10, "the spawned child and grandchild")
     wait_for(lambda: fd_store_entries(mgr) >= 1, 5, "its pidfd in the fd store")   # stored before the record
@@ -319,7 +320,7 @@ def spawn_window(mgr, s, tag, nap):
     assert got == b"", got                      # ... without an answer
     assert req(mgr, "GET", "/api/v1/processes")[1]["processes"] == []
     wait_for(lambda: tagged(tag) == [] and with_arg(nap) == [], 10, "the unrecorded tree to be killed")
-    assert "process without a record, killing its tree" in mgr.log.read_text()
+    assert "process without a record, killing its tree" in mgr.log.read_text()[log_from:]
     wait_for(lambda: fd_store_entries(mgr) == 0, 5, "the fd store to be empty")
     print(f"\n  kill after spawn: answering again after {took * 1000:.0f} ms")
 
@@ -403,6 +404,7 @@ def test_a_status_that_cannot_be_had_is_said_so(mgr, tmp_path):
     go = tmp_path / "go"
     p = start(mgr, {"command": "sh", "args": ["-c", f"while [ ! -e {go} ]; do sleep 0.02; done; exit 33"]})
     kill_daemon(mgr)
+    log_from = len(mgr.log.read_text())
     manager = mgr.proc.pid
     assert Path(f"/proc/{manager}/comm").read_text().strip() == "systemd"
     os.kill(manager, signal.SIGSTOP)
@@ -415,7 +417,8 @@ def test_a_status_that_cannot_be_had_is_said_so(mgr, tmp_path):
         os.kill(manager, signal.SIGCONT)
     assert got["status"] == "exited" and got["exit_code"] is None and got["signal"] is None, got
     assert got["exit_status_unknown"] is True and t_exit - 50 <= got["ended_at"] <= t_exit + 2000, (got, t_exit)
-    assert "msg=\"exit status unknown\"" in mgr.log.read_text() and "not reaped by its parent" in mgr.log.read_text()
+    log = mgr.log.read_text()[log_from:]
+    assert "msg=\"exit status unknown\"" in log and "not reaped by its parent" in log, log[-3000:]
     sb = Sandbox(identifier="local", proxy_url=f"http://127.0.0.1:{mgr.port}", api_key=mgr.token)
     try:
         sdk = [x for x in sb.list_processes() if x.pid == p["pid"]]
@@ -552,6 +555,7 @@ def test_chaos_run(mgr):
     print(f"\n  chaos seed {seed} (replay: TEND_CHAOS_SEED={seed})")
     rng = random.Random(seed)
     fresh(mgr)
+    log_from = len(mgr.log.read_text())          # this run's part of the daemon log
     base_daemon = mgr.main_pid()
     base_fds = daemon_fds(base_daemon)
     tag = "chaos-" + os.urandom(4).hex()
@@ -630,7 +634,7 @@ def test_chaos_run(mgr):
     assert m["restart_count"] >= 3 and m["status"] in ("running", "starting", "backing_off"), m
     assert set(req(mgr, "GET", "/api/v1/processes/chaos-managed/stdout")[1]["lines"]) == {"up"}
     assert req(mgr, "DELETE", "/api/v1/processes/chaos-managed")[0] == 204
-    assert "exit status unknown" not in mgr.log.read_text()
+    assert "exit status unknown" not in mgr.log.read_text()[log_from:]
 
     # Nothing leaked: processes, fd-store entries, daemon fds, cgroup subtrees and leaves.
     wait_for(lambda: tagged(tag) == [], 10, "every process of the run to be gone")
