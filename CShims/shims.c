@@ -388,3 +388,42 @@ size_t tend_trim_code_pages(void) {
 int tend_sync_file_range_write(int fd, long long offset, long long count) {
     return sync_file_range(fd, (off_t)offset, (off_t)count, SYNC_FILE_RANGE_WRITE);
 }
+
+// ---- service manager notifications without blocking (issue 18) ----
+// libsystemd's sd_notify / sd_pid_notify_with_fds send on a blocking socket; a manager that does not read
+// (stopped, stalled) queues at most net.unix.max_dgram_qlen (10) datagrams, and the next send blocked the
+// whole event loop in sendmsg (found by the chaos tests). C because of the SCM_RIGHTS control message.
+// The kernel attaches our credentials itself (the manager's socket has SO_PASSCRED).
+#include <stddef.h>
+#include <sys/un.h>
+int tend_notify_nonblocking(const char *msg, int fd) {
+    const char *e = getenv("NOTIFY_SOCKET");
+    if (!e || !*e) return 0;
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    size_t n = strlen(e);
+    if (n >= sizeof sa.sun_path || (e[0] != '/' && e[0] != '@')) { errno = EINVAL; return -1; }
+    memcpy(sa.sun_path, e, n);
+    if (sa.sun_path[0] == '@') sa.sun_path[0] = 0;          // abstract namespace
+    socklen_t salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (e[0] == '/' ? 1 : 0));
+    int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s < 0) return -1;
+    struct iovec iov = { (void *)msg, strlen(msg) };
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_name = &sa; mh.msg_namelen = salen; mh.msg_iov = &iov; mh.msg_iovlen = 1;
+    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } c;
+    if (fd >= 0) {
+        memset(&c, 0, sizeof c);
+        mh.msg_control = c.buf; mh.msg_controllen = sizeof c.buf;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET; cm->cmsg_type = SCM_RIGHTS; cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+    }
+    ssize_t r = sendmsg(s, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+    int saved = errno;
+    close(s);
+    errno = saved;
+    return r < 0 ? -1 : 1;
+}

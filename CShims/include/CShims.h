@@ -85,6 +85,10 @@ void tend_spawn_without_clone3(void);
 // and it was reaped by someone else: ioctl(PIDFD_GET_INFO, PIDFD_INFO_EXIT), Linux 6.15+ (no libc header yet).
 // Returns 1 and fills *wait_status when it has exited, 0 while it runs, -1 (errno) when unsupported or on error.
 int tend_pidfd_exit_status(int pidfd, int *wait_status);
+
+// sd_notify(3) (with one fd: FDSTORE) on a non-blocking socket: 1 sent, 0 no NOTIFY_SOCKET, -1 + errno
+// (EAGAIN: the manager's queue is full). libsystemd's send blocks, and with it the event loop.
+int tend_notify_nonblocking(const char *msg, int fd);
 // memfd_create(MFD_CLOEXEC) + ftruncate: a shared-memory file for a crash-safe journal.
 int tend_memfd(const char *name, size_t size);
 

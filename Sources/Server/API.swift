@@ -265,8 +265,9 @@ extension Server {
         case .exited(let c): exitCode = .int(Int64(c))
         case .signaled(let s): signal = .int(Int64(s))
         case .oomKilled: signal = .int(9)
+        case .exitUnknown: break   // exit-status: no code is invented (exit_status_unknown below)
         }
-        return .object([
+        var fields: [(String, JSONValue)] = [
             ("pid", .int(Int64(p.pid))),
             ("handle", .int(Int64(p.handle))),
             ("status", .string(p.status.name)),
@@ -279,7 +280,9 @@ extension Server {
             ("started_at", .int(p.startedAt)),
             ("ended_at", p.endedAt.map { .int($0) } ?? .null),
             ("managed", p.managed?.json(p.machine) ?? .null),
-        ])
+        ]
+        if p.status == .exitUnknown { fields.append(("exit_status_unknown", .bool(true))) }   // exit-status
+        return .object(fields)
     }
 }
 

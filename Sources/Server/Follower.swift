@@ -122,6 +122,7 @@ final class Follower {
         case .exited(let c): code = .int(Int64(c))
         case .signaled(let s): sig = .int(Int64(s)); reason = "signaled"
         case .oomKilled: sig = .int(9); reason = "oom_killed"; oom = true
+        case .exitUnknown: reason = "exit_status_unknown"   // exit-status: neither code nor signal is known
         }
         if process.machine.timedOut { reason = "timed_out"; code = .null; sig = .int(9) }
         var out = Array("event:exit\ndata:".utf8)

@@ -142,25 +142,17 @@ extension Server {
 
     // MARK: facts from the kernel
 
-    /// The leader's pidfd turned readable: reap it, record how it ended, tell the machine.
-    func childExited(_ p: ProcessRecord) {
+    /// The leader's pidfd turned readable (or hung up): settle how it ended, record it, tell the machine.
+    func childExited(_ p: ProcessRecord, events: EpollEvents = .input) {
         // Output written before the exit is in the pipes now: take it first, so "exited" implies "captured".
         for o in p.outputs { o.drain(maxBytes: 16 << 20) }
-        let report: ExitReport?
-        do { report = try Proc.reap(pidfd: p.pidfd) } catch let e as SysError where e.errno == ECHILD_ {
-            // Re-adopted after a crash: not our child any more (systemd reaps it); ask the pidfd.
-            report = (try? Proc.exitStatus(pidfd: p.pidfd)) ?? .exited(-1)
-        } catch {
-            log.error("msg=\"reap failed\" pid=\(p.pid) error=\(Log.q("\(error)"))")
-            report = .exited(-1)
-        }
-        guard let report else { return }   // spurious wake-up
-        p.endedAt = Clock.wallMs()
+        // exit-status: only a status the kernel vouches for; a re-adopted process waits for its parent's
+        // reap (EPOLLHUP), and an unknown one is said so, never -1 (ExitWatch.swift).
+        guard let (status, seenAt) = settleExit(p, events: events) else { return }
+        testPause.reach(.exitSeen, log)   // chaos: test-only pause point
+        p.endedAt = seenAt ?? Clock.wallMs()
         table.runningCount -= 1
-        switch report {
-        case .exited(let code): p.status = .exited(code)
-        case .signaled(let sig, _): p.status = ownership.oomKilled(p) && sig == Signal.kill ? .oomKilled : .signaled(sig)
-        }
+        p.status = status
         metrics?.exited(p)   // metrics: exits by reason
         // The state file must hold the exit before the pidfd that could tell it is given up.
         markStateDirty(p)
@@ -180,7 +172,7 @@ extension Server {
             case .exited(let c): code = c
             case .signaled(let s): sig = s
             case .oomKilled: sig = 9; oom = true
-            case .running: break
+            case .running, .exitUnknown: break   // exit-status: unknown counts as a failure (not a clean exit)
             }
             m.lastExit = (code, sig, oom, p.endedAt!)
         } else if case .exited(let c) = p.status {
@@ -190,6 +182,7 @@ extension Server {
         send(p, .leaderExited(cleanly: code == 0, runtimeMs: p.endedAt! - p.startedAt))
         if let m = p.managed, p.machine.state == .backingOff, was != .backingOff {
             log.info("msg=\"managed process backing off\" id=\(Log.q(m.id)) delay_ms=\(p.machine.backoffMs) restarts=\(p.machine.restartCount)")
+            testPause.reach(.backingOff, log)   // chaos: test-only pause point
         } else if let m = p.managed, let reason = p.machine.stopReason, p.machine.isRetired {
             log.warn("msg=\"managed process stopped\" id=\(Log.q(m.id)) reason=\(Log.q(reason))")
         }
@@ -209,6 +202,7 @@ extension Server {
         case .exited(let c): return "exit_code=\(c)"
         case .signaled(let sig): return "signal=\(sig)"
         case .oomKilled: return "signal=9 oom_killed=true"
+        case .exitUnknown: return "exit_status_unknown=true"   // exit-status
         }
     }
 }

@@ -22,7 +22,7 @@ final class Metrics {
     /// Status codes the API answers with; anything else is counted as `other`.
     static let codes: [Int] = [200, 201, 204, 206, 400, 401, 403, 404, 405, 408, 409, 413, 416, 431, 500, 501, 503, 507]
     enum SpawnFailure: Int, CaseIterable { case spawn_failed, user_not_found, limit_reached, other }
-    enum ExitReason: Int, CaseIterable { case exited, signaled, timed_out, oom, killed }
+    enum ExitReason: Int, CaseIterable { case exited, signaled, timed_out, oom, killed, unknown }
 
     private(set) var requests = [UInt64](repeating: 0, count: RouteLabel.allCases.count * (Metrics.codes.count + 1))
     private(set) var requestDuration = [Histogram](repeating: Histogram(bounds: Histogram.requestBounds), count: RouteLabel.allCases.count)
@@ -80,6 +80,7 @@ final class Metrics {
         case .signaled where killed: r = .killed
         case .signaled: r = .signaled
         case .exited, .running: r = .exited
+        case .exitUnknown: r = .unknown   // exit-status: said so, never counted as a code
         }
         exits[r.rawValue] &+= 1
     }
@@ -217,7 +218,7 @@ extension Server {
         for p in table.processes.values {
             switch p.status {
             case .running: byState[0] += 1
-            case .exited: byState[1] += 1
+            case .exited, .exitUnknown: byState[1] += 1
             case .signaled: byState[2] += 1
             case .oomKilled: byState[3] += 1
             }

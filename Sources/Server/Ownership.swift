@@ -10,6 +10,7 @@ import Reactor
 final class Ownership {
     static let markerName = "TENDD_UNIT"
     let base: String?          // our subtree root, nil in fallback mode
+    var lineage: [String] = [] // chaos: subtrees of earlier daemons on our state not yet removed (SubtreeSweep.swift)
     let daemonPid: Int32
     let log: Log
     /// Whether a pid is the leader of a running record (set by the Server).
@@ -120,7 +121,7 @@ final class Ownership {
     /// cgroup is the slowest of them); an empty cgroup costs the kernel a few KiB.
     static let poolMax = 64
     private func recycle(_ leaf: String, knownEmpty: Bool = false) {
-        guard let base, leaf.hasPrefix(base + "/") else { Cgroup.remove(leaf); return }
+        guard let base, leaf.hasPrefix(base + "/") else { removeDeadLeaf(leaf); return }   // chaos: and its dead subtree (SubtreeSweep.swift)
         // A leaf that saw cgroup.kill is never reused: on this kernel (6.18) a child cloned into it with
         // CLONE_INTO_CGROUP is killed at once (the kill sequence it samples is the parent cgroup's).
         if killedLeaves.remove(leaf) != nil { Cgroup.remove(leaf); return }

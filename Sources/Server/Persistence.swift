@@ -24,9 +24,12 @@ final class Persistence {
     var daemonDirty = false
     /// Store fds with systemd (crash survival) — only when a manager listens.
     let useFDStore: Bool
+    /// chaos: fd-store messages go through the Server's non-blocking notifier (Notifier.swift).
+    let notifier: Notifier
 
-    init(dir: String) {
+    init(dir: String, notifier: Notifier) {
         self.dir = dir
+        self.notifier = notifier
         useFDStore = FDStore.available
     }
 
@@ -66,12 +69,18 @@ final class Persistence {
 
     func store(_ fd: Int32, _ handle: Int, _ kind: String) {
         guard useFDStore, fd >= 0 else { return }
-        FDStore.store(fd, name: Persistence.name(handle, kind))
+        notifier.send("FDSTORE=1\nFDPOLL=0\nFDNAME=\(Persistence.name(handle, kind))", fd: fd)   // chaos: never blocks
     }
 
     func drop(_ handle: Int, _ kind: String) {
         guard useFDStore else { return }
-        FDStore.remove(name: Persistence.name(handle, kind))
+        dropName(Persistence.name(handle, kind))
+    }
+
+    /// FDSTOREREMOVE of every stored fd named `name`.
+    func dropName(_ name: String) {
+        guard useFDStore else { return }
+        notifier.send("FDSTOREREMOVE=1\nFDNAME=\(name)")   // chaos: never blocks
     }
 }
 
@@ -99,7 +108,8 @@ extension Server {
             if persistence.daemonDirty {
                 persistence.daemonDirty = false
                 let d: JSONValue = .object([("version", .int(2)), ("daemon_pid", .int(Int64(ownership.daemonPid))),
-                                            ("next_handle", .int(Int64(table.nextHandle)))])
+                                            ("next_handle", .int(Int64(table.nextHandle))),
+                                            ("subtrees", .array(ownership.lineage.map { .string($0) }))])   // chaos
                 try persistence.write(persistence.daemonPath, d.serialized())
             }
         } catch {
@@ -120,7 +130,7 @@ extension Server {
         case .exited(let c): code = .int(Int64(c))
         case .signaled(let x): sig = .int(Int64(x))
         case .oomKilled: sig = .int(9)
-        case .running: break
+        case .running, .exitUnknown: break   // exit-status: an unknown status is stored as such (below)
         }
         var managed: JSONValue = .null
         if let m = p.managed {
@@ -143,6 +153,7 @@ extension Server {
             ("stderr_mode", .string(s.stderrMode.rawValue)), ("user", user),
             ("started_at", .int(p.startedAt)), ("ended_at", p.endedAt.map { .int($0) } ?? .null),
             ("status", .string(p.status.name)), ("exit_code", code), ("signal", sig),
+            ("exit_status_unknown", .bool(p.status == .exitUnknown)),   // exit-status
             ("cgroup_leaf", p.cgroupLeaf.map { .string($0) } ?? .null),
             ("stdin_closed", .bool(p.stdin?.closed ?? true)), ("is_run", .bool(p.isRun)),
             ("timed_out", .bool(p.machine.timedOut)),
@@ -169,8 +180,12 @@ extension Server {
                     log.error("msg=\"process without a record, killing it\" name=\(Log.q(name))")
                     _ = try? Proc.signal(pidfd: fd, Signal.kill)
                 }
-                FD.close(fd); FDStore.remove(name: name)
+                FD.close(fd); notifier.send("FDSTOREREMOVE=1\nFDNAME=\(name)")   // chaos: never blocks
             }
+            // chaos: the daemon pid (and so our cgroup subtree) is on disk from the start: the tree marker of a
+            // process whose record a crash never wrote names it, and the next restore sweeps that subtree.
+            persistence?.daemonDirty = true
+            saveState()
             return stored.isEmpty ? "nothing to restore" : "no state file: \(stored.count) stored fds dropped"
         }
         if case .int(let n)? = state?["next_handle"] { table.nextHandle = max(table.nextHandle, Int(n)) }
@@ -259,19 +274,40 @@ extension Server {
             }
             log.warn("msg=\"stored fd not claimed by any process, closing\" name=\(Log.q(name))")
             FD.close(fd)
-            FDStore.remove(name: name)
+            persistence?.dropName(name)
         }
         table.exitedOrder.sort { ($0.endedAt ?? 0) < ($1.endedAt ?? 0) }
+        // chaos: the subtrees of earlier daemons on this state: empty leaves go, unclaimed populated ones are
+        // killed (SubtreeSweep.swift); then daemon.json names us (and what is left of them) at once.
+        var lineage = Set<String>()
+        if case .array(let a)? = state?["subtrees"] { for case .string(let n) in a { lineage.insert(n) } }
+        if let oldDaemon { lineage.insert("tendd-\(oldDaemon)") }
+        for p in table.processes.values { if let leaf = p.cgroupLeaf, let parent = leaf.split(separator: "/").dropLast().last { lineage.insert(String(parent)) } }
+        ownership.sweepDeadSubtrees(lineage: lineage, claimed: Set(table.processes.values.compactMap { $0.isRunning ? $0.cgroupLeaf : nil }))
+        persistence?.daemonDirty = true
+        saveState()
+        testPause.reach(.restore, log)   // chaos: test-only pause point
         // Exits while we were down, runs whose client is gone, supervisors to resume.
         for p in table.processes.values.sorted(by: { $0.handle < $1.handle }) {
-            if p.isRunning, p.pidfd >= 0, (try? Proc.exitStatus(pidfd: p.pidfd)) != nil {
+            // exit-status: ended while we were down (readable: exited; hung up: reaped by systemd). An exit
+            // not reaped yet waits for its reap in the loop (ExitWatch.swift).
+            if p.isRunning, p.pidfd >= 0, let events = exitReadiness(p) {
                 exitedWhileDown += 1
-                childExited(p)
+                childExited(p, events: events)
                 continue
             }
             if p.isRun && p.isRunning {
                 log.info("msg=\"run lost its client in the restart, killing\" pid=\(p.pid)")
                 send(p, .clientLeft)
+                continue
+            }
+            if !p.isRunning && p.machine.leaderAlive {
+                // chaos: an exit whose supervisor decision was lost in a crash: decide now.
+                var clean = false
+                if case .exited(0) = p.status { clean = true }
+                log.info("msg=\"re-deciding an exit whose decision was lost\" pid=\(p.pid) handle=\(p.handle)")
+                send(p, .leaderExited(cleanly: clean, runtimeMs: (p.endedAt ?? 0) - p.startedAt))
+                markStateDirty(p)
                 continue
             }
             // The timers the machine's state needs again (health probes, a back-off in progress, the
@@ -316,7 +352,8 @@ extension Server {
 
     private func decodeStatus(_ e: JSONValue) -> ProcessStatus {
         switch e["status"] {
-        case .string("exited")?: if case .int(let c)? = e["exit_code"] { return .exited(Int32(c)) }; return .exited(-1)
+        // exit-status: "exited" without a code is an unknown status, never -1.
+        case .string("exited")?: if case .int(let c)? = e["exit_code"] { return .exited(Int32(c)) }; return .exitUnknown
         case .string("signaled")?: if case .int(let s)? = e["signal"] { return .signaled(Int32(s)) }; return .signaled(9)
         case .string("oom_killed")?: return .oomKilled
         default: return .running
@@ -350,9 +387,17 @@ extension Server {
             if case .string(let s)? = v["health_status"], let h = ProcessMachine.Health(rawValue: s) { health = h }
             if case .string(let s)? = v["stop_reason"] { reason = s }
         }
+        var decided = true
+        if case .string(let s)? = v?["status"], s == "running" || s == "starting" { decided = false }
         let state: ProcessMachine.State
         if status == .running { state = stopRequested ? .stopping(then: .stop) : .running(then: .policy) }
         else if backingOff && !stopRequested && spec.managed != nil { state = .backingOff }
+        else if spec.managed != nil && !decided && !stopRequested {
+            // The exit was written (synchronously, before the pidfd was given up) but the supervisor's
+            // decision was not (a crash before the next save): the machine is left before the exit, and
+            // the restore feeds it the exit again (`restore`), so the policy decides as it would have.
+            state = .running(then: .policy)
+        }
         else { state = pipesOpen ? .draining : .exited }
         return ProcessMachine(restoring: state, policy: fresh.policy, stopGraceMs: fresh.stopGraceMs,
                               healthCheck: fresh.healthCheck, drainMs: fresh.drainMs, restartCount: restarts,
@@ -412,7 +457,7 @@ extension Server {
     private func reexec() {
         for (_, c) in connections { c.abandonUpload() }   // files: no temporary upload file outlives this image
         log.info("msg=\"upgrade: re-executing\" path=\(Log.q(executablePath)) processes=\(table.processes.count)")
-        if systemd.enabled { _ = try? Systemd.notify("RELOADING=1\nSTATUS=re-executing") }
+        if systemd.enabled { notifier.send("RELOADING=1\nSTATUS=re-executing", droppable: true) }   // chaos: never blocks
         // Everything a pipe held is still in the pipe; what was read is in the memfd journals.
         saveState(all: true)
         var fds: [(Int32, String)] = []
@@ -441,6 +486,7 @@ extension Server {
         env.append("LISTEN_FDNAMES=" + fds.map { $0.1 }.joined(separator: ":"))
         env.append("TENDD_REEXEC=1")
         if let dir = persistence?.dir, config.stateDir == nil { env.append("RUNTIME_DIRECTORY=\(dir)") }
+        testPause.reach(.reexec, log)   // chaos: test-only pause point
         let err = Proc.exec(executablePath, argv: CommandLine.arguments, env: env)
         // Our fds 3.. were overwritten: this image cannot go on. The stored fds (systemd) or nothing remain.
         log.error("msg=\"upgrade exec failed; exiting\" error=\(Log.q(err.description))")

@@ -33,6 +33,9 @@ public enum ProcessStatus: Equatable {
     case exited(Int32)
     case signaled(Int32)
     case oomKilled
+    /// exit-status: it ended, but how cannot be had (see ExitWatch.swift): reported as "exited" with
+    /// `exit_code: null` and `exit_status_unknown: true`, never as a made-up code.
+    case exitUnknown
 
     var name: String {
         switch self {
@@ -40,6 +43,7 @@ public enum ProcessStatus: Equatable {
         case .exited: return "exited"
         case .signaled: return "signaled"
         case .oomKilled: return "oom_killed"
+        case .exitUnknown: return "exited"   // exit-status
         }
     }
 }
@@ -359,6 +363,6 @@ final class ExitSource: EventHandler {
     weak var process: ProcessRecord?
     init(server: Server, process: ProcessRecord) { self.server = server; self.process = process }
     func handle(_ events: EpollEvents, _ loop: EventLoop) {
-        if let process { server.childExited(process) }
+        if let process { server.childExited(process, events: events) }   // exit-status: HUP = reaped
     }
 }

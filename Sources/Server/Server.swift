@@ -30,6 +30,9 @@ public final class Server {
     var dirtyConnections: [ObjectIdentifier: Connection] = [:]
     var signalSource: SignalSource?
     let systemd = SystemdIntegration()   // systemd: READY/STATUS/WATCHDOG/STOPPING hooks (SystemdIntegration.swift)
+    let reapWaits = ReapWaits()          // exit-status: exits waiting for their parent's reap (ExitWatch.swift)
+    let testPause = TestPause()          // chaos: test-only pause points (TestPause.swift)
+    let notifier: Notifier               // chaos: non-blocking messages to the service manager (Notifier.swift)
     /// The daemon's own lifecycle: serving, then either re-executing itself (upgrade) or stopping.
     enum Phase { case serving, upgrading, stopping }
     private(set) var phase = Phase.serving
@@ -45,6 +48,7 @@ public final class Server {
     public init(config: Config) throws {
         self.config = config
         log = Log(level: config.logLevel)
+        notifier = Notifier(log: log)
         // Four low fd slots for spawning with CLONE_FILES (Spawn.swift), taken before anything else so
         // their numbers are small: the child copies only the fds below them.
         var slots: [Int32] = []
@@ -60,7 +64,7 @@ public final class Server {
         executablePath = exe
         if let dir = config.stateDir ?? Proc.getenv("RUNTIME_DIRECTORY")?.split(separator: ":").first.map(String.init),
            Proc.isDirectory(dir) {
-            persistence = Persistence(dir: dir)
+            persistence = Persistence(dir: dir, notifier: notifier)
         }
         ownership = Ownership(disabled: config.noCgroup || Proc.getenv("TENDD_NO_CGROUP") == "1", log: log)
         startedAtMono = Clock.monotonicMs()
@@ -121,6 +125,7 @@ public final class Server {
     public func start() throws {
         ownership.isTrackedLeader = { [unowned self] pid in self.table.processes[pid]?.isRunning == true }
         ownership.loop = loop
+        notifier.loop = loop   // chaos
         ownership.fillPool()
         Signal.ignorePipe()
         if !Proc.becomeSubreaper() { log.warn("msg=\"PR_SET_CHILD_SUBREAPER failed; orphans of children will not be reaped by tendd\"") }
@@ -143,14 +148,18 @@ public final class Server {
 
     // MARK: the loop's phases that belong to the server
 
-    /// Before sleeping: pump followers of processes that got output, then flush connections.
+    /// Before sleeping: pump followers of processes that got output, write the state files, then flush connections.
     func beforeSleep() {
-        defer { saveState() }
         if !dirtyProcesses.isEmpty {
             let procs = dirtyProcesses
             dirtyProcesses.removeAll(keepingCapacity: true)
             for (_, p) in procs { for (_, f) in p.followers { f.pump() } }
         }
+        // chaos: the state files are written before any answer goes out, so a client never hears of a
+        // process (201 + pid) that a crash right after would forget (the save used to follow the flush).
+        let wrote = persistence.map { !$0.dirtyRecords.isEmpty } ?? false
+        saveState()
+        if wrote { testPause.reach(.stateWritten, log) }   // chaos: test-only pause point
         if !dirtyConnections.isEmpty {
             let conns = dirtyConnections
             dirtyConnections.removeAll(keepingCapacity: true)

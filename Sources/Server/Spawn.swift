@@ -172,6 +172,7 @@ extension Server {
             markStateDirty(record)
         }
         log.info("msg=\"process started\" pid=\(pid) handle=\(record.handle) command=\(Log.q(spec.command)) args=\(spec.args.count)\(record.cgroupLeaf != nil ? " cgroup=1" : "")")
+        testPause.reach(.afterSpawn, log)   // chaos: test-only pause point
     }
 
     /// Watches a record's fds with the loop: its pidfd (-1: the leader is gone), output pipes, stdin.

@@ -81,9 +81,8 @@ final class SystemdIntegration {
     }
 
     private func send(_ server: Server, _ state: String) {
-        do { try Systemd.notify(state) } catch {
-            server.log.warn("msg=\"sd_notify failed\" error=\(Log.q("\(error)"))")
-        }
+        // chaos: never blocks the loop; a ping the next one replaces is dropped when the manager is not reading.
+        server.notifier.send(state, droppable: state == "WATCHDOG=1" || state.hasPrefix("STATUS="))
     }
 }
 

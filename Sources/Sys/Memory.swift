@@ -123,6 +123,8 @@ extension Proc {
 extension FD {
     /// C: unlink(2); ignores a missing file.
     public static func unlink(_ path: String) { _ = Glibc.unlink(path) }
+    /// C: unlink(2). True if the file existed and is gone now.
+    public static func unlinkExisting(_ path: String) -> Bool { Glibc.unlink(path) == 0 }
 }
 
 extension FD {

@@ -122,6 +122,21 @@ public enum Proc {
         return report(code: code, status: status)
     }
 
+    /// C: pidfd_open(2): a pidfd for any process (not only a child), close-on-exec.
+    public static func openPidfd(_ pid: Int32) throws -> Int32 {
+        let fd = tend_pidfd_open(pid)
+        if fd < 0 { throw lastError("pidfd_open") }
+        return fd
+    }
+
+    /// Whether a pidfd is readable (the process exited) and hung up (it was reaped, by whoever is its
+    /// parent), without waiting. C: poll(2) with a zero timeout.
+    public static func pidfdReadiness(_ pidfd: Int32) -> (exited: Bool, reaped: Bool) {
+        var p = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+        while poll(&p, 1, 0) < 0 { if errno != EINTR { return (false, false) } }
+        return (p.revents & Int16(POLLIN) != 0, p.revents & Int16(POLLHUP) != 0)
+    }
+
     /// The pid of some exited child, left waitable (C: waitid(P_ALL, WNOWAIT)). nil when none.
     public static func peekExited() -> Int32? {
         let pid = tend_peek_exited()

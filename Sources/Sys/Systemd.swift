@@ -9,6 +9,7 @@
 // Without NOTIFY_SOCKET every notification is a no-op (sd_notify returns 0).
 import Glibc
 import CSystemd
+import CShims
 
 /// One fd handed over by systemd: a socket of the `.socket` unit (named by `FileDescriptorName=`,
 /// default "<unit>.socket") or, later, an fd from the fd store (named by `FDNAME=`).
@@ -57,12 +58,29 @@ public enum Systemd {
 
     /// Sends newline-separated `KEY=VALUE` assignments ("READY=1", "STATUS=...", "WATCHDOG=1",
     /// "STOPPING=1") to the manager. Returns false when there is no NOTIFY_SOCKET (nothing was sent).
-    /// C: sd_notify(3). One datagram on a fresh socket per call: cheap at the rate tendd uses it.
+    /// C: sd_notify(3). One datagram on a fresh socket per call. It blocks while the manager's queue is full
+    /// (a stalled manager): the daemon uses `notifyWithoutBlocking` instead.
     @discardableResult
     public static func notify(_ state: String) throws -> Bool {
         let r = sd_notify(0, state)
         if r < 0 { throw SysError("sd_notify", errno: -r) }
         return r > 0
+    }
+
+    public enum NotifyResult: Equatable, Sendable {
+        case sent, noManager
+        /// The manager's queue is full (it is not reading): try again later.
+        case full
+        case failed(Int32)
+    }
+
+    /// Sends `state` (and `fd` with SCM_RIGHTS, for FDSTORE=1) without ever blocking: a manager that does not
+    /// read makes this `.full`, where sd_notify(3) would block the caller. C: sendmsg(2) with MSG_DONTWAIT.
+    public static func notifyWithoutBlocking(_ state: String, fd: Int32 = -1) -> NotifyResult {
+        let r = tend_notify_nonblocking(state, fd)
+        if r > 0 { return .sent }
+        if r == 0 { return .noManager }
+        return errno == EAGAIN || errno == EWOULDBLOCK ? .full : .failed(errno)
     }
 
     /// The watchdog timeout the manager expects pings within, in microseconds; nil when the watchdog

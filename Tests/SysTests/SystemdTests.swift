@@ -85,6 +85,52 @@ final class SystemdTests: XCTestCase {
         }
     }
 
+    /// Issue 18: a manager that does not read fills its queue; the send then says `.full` at once instead of
+    /// blocking (sd_notify blocked the daemon's loop here), and works again once the manager reads. With an fd
+    /// (FDSTORE), the fd arrives by SCM_RIGHTS.
+    func testNotifyWithoutBlockingWhenTheManagerDoesNotRead() throws {
+        for name in ["/tmp/tend-notify-nb-\(getpid())", "@tend-notify-nb-\(getpid())"] {
+            unlink(name)
+            let fd = try notifyReceiver(name)
+            defer { FD.close(fd); unlink(name) }
+            setenv("NOTIFY_SOCKET", name, 1)
+            var sent = 0
+            let t0 = Clock.monotonicMs()
+            while Systemd.notifyWithoutBlocking("WATCHDOG=1") == .sent { sent += 1; if sent > 10_000 { break } }
+            XCTAssertLessThan(sent, 10_000, "the queue never filled")
+            XCTAssertEqual(Systemd.notifyWithoutBlocking("STATUS=x"), .full)
+            XCTAssertLessThan(Clock.monotonicMs() - t0, 2000)
+            while receive(fd) != nil {}
+            let pipe = try FD.pipe()
+            defer { FD.close(pipe.read); FD.close(pipe.write) }
+            XCTAssertEqual(Systemd.notifyWithoutBlocking("FDSTORE=1\nFDNAME=p1.out", fd: pipe.read), .sent)
+            var buf = [UInt8](repeating: 0, count: 256)
+            var ctl = [UInt8](repeating: 0, count: 64)
+            let n = buf.withUnsafeMutableBytes { b in
+                ctl.withUnsafeMutableBytes { c -> Int in
+                    var iov = iovec(iov_base: b.baseAddress, iov_len: b.count)
+                    var mh = msghdr()
+                    return withUnsafeMutablePointer(to: &iov) { iovp in
+                        mh.msg_iov = iovp; mh.msg_iovlen = 1
+                        mh.msg_control = c.baseAddress; mh.msg_controllen = c.count
+                        let r = recvmsg(fd, &mh, Int32(MSG_DONTWAIT) | Int32(MSG_CMSG_CLOEXEC))
+                        if r >= 0, mh.msg_controllen >= MemoryLayout<cmsghdr>.size {
+                            var got: Int32 = -1
+                            memcpy(&got, c.baseAddress! + MemoryLayout<cmsghdr>.size, 4)
+                            FD.close(got)
+                            return got >= 0 ? r : -2
+                        }
+                        return r >= 0 ? -3 : r
+                    }
+                }
+            }
+            XCTAssertEqual(n, "FDSTORE=1\nFDNAME=p1.out".utf8.count, "the fd must travel with the message")
+            XCTAssertEqual(String(decoding: buf[0..<max(0, n)], as: UTF8.self), "FDSTORE=1\nFDNAME=p1.out")
+        }
+        unsetenv("NOTIFY_SOCKET")
+        XCTAssertEqual(Systemd.notifyWithoutBlocking("READY=1"), .noManager)
+    }
+
     // MARK: watchdog
 
     func testWatchdogInterval() throws {

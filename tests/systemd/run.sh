@@ -17,4 +17,4 @@ if [ -n "$why" ]; then
   exit 0
 fi
 # Last resort against a hang: SIGINT lets pytest tear the manager down.
-TENDD_BIN="$BIN" exec timeout -s INT -k 30 300 "$PY" -m pytest -q -p no:cacheprovider -s test_systemd.py test_crash.py
+TENDD_BIN="$BIN" exec timeout -s INT -k 30 420 "$PY" -m pytest -q -p no:cacheprovider -s test_systemd.py test_crash.py test_chaos.py

@@ -183,7 +183,7 @@ def test_crash_loses_nothing(mgr):
     assert st == 200, mgr.tail()
     new_daemon = mgr.main_pid()
     assert new_daemon not in (0, daemon)
-    print(f"\n  crash -> first answered request: {recovery_ms:.0f} ms (RestartSec=1s)")
+    print(f"\n  crash -> first answered request: {recovery_ms:.0f} ms (RestartSec=100ms)")
     log = mgr.log.read_text()
     assert "msg=\"restore\" adopted=4" in log, mgr.tail()
     # metrics (issue 16): the restarted daemon counts one crash restore and the four processes it adopted.

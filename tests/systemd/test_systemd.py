@@ -440,7 +440,7 @@ def test_watchdog_restarts_a_frozen_loop(mgr):
     with pytest.raises(OSError):
         mgr.request("GET", "/api/v1/processes", timeout=0.5)
     # The manager SIGABRTs the frozen daemon after WatchdogSec (the Swift runtime prints a backtrace, SIGKILL
-    # follows after TimeoutAbortSec=5s at most), then restarts it after RestartSec=1s.
+    # follows after TimeoutAbortSec=5s at most), then restarts it after RestartSec=100ms.
     seen = set()
 
     def restarted():
@@ -450,8 +450,9 @@ def test_watchdog_restarts_a_frozen_loop(mgr):
         return int(props["NRestarts"]) == restarts + 1
     wait_for(restarted, WATCHDOG_SEC + 15, "the watchdog restart")
     took = time.monotonic() - t0
-    # Between the kill and the restart the unit shows why it failed (auto-restart lasts RestartSec=1s).
-    assert "auto-restart/watchdog" in seen, seen
+    # Between the kill and the restart the unit shows why it failed (auto-restart lasts only RestartSec=100ms,
+    # so a poll may miss it: the manager's log says it too).
+    assert "auto-restart/watchdog" in seen or "Failed with result 'watchdog'" in mgr.manager_log.read_text(), seen
     assert not alive(pid)
     new = wait_for(lambda: mgr.show("tendd.service", "SubState") == "running" and mgr.main_pid(), 10, "the restarted daemon")
     assert new != pid
