@@ -11,6 +11,7 @@ enum Route {
     case output(String, StreamFilter, tagged: Bool)
     case follow(String, StreamFilter, tagged: Bool)
     case raw(String, OutputStream)
+    case tunnelTCP   // websocket: GET /api/v1/tunnels/tcp?port=N (Tunnel.swift)
 
     enum BodyKind { case none, json, stdin }
     var bodyKind: BodyKind {
@@ -43,6 +44,8 @@ enum Router {
                 return need("POST", .startProcess)
             default: break
             }
+        case 2 where parts[0] == "tunnels" && parts[1] == "tcp":   // websocket: TCP tunnels
+            return need("GET", .tunnelTCP)
         case 2 where parts[0] == "processes":
             if parts[1] == "run" && method == "POST" { return .success(.run) }
             guard let p = segment(parts[1]) else { return .failure(.invalid("malformed percent-encoding in process")) }

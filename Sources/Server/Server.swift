@@ -31,6 +31,7 @@ public final class Server {
     var dirtyProcesses: [ObjectIdentifier: ProcessRecord] = [:]
     var dirtyConnections: [ObjectIdentifier: Connection] = [:]
     var signalSource: SignalSource?
+    lazy var tunnels = Tunnels(server: self)   // websocket: TCP tunnels over WebSocket (Tunnel.swift)
     let systemd = SystemdIntegration()   // systemd: READY/STATUS/WATCHDOG/STOPPING hooks (SystemdIntegration.swift)
     var stopping = false
     var upgrading = false
