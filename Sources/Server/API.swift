@@ -193,6 +193,12 @@ extension Server {
                 return .streaming(f)
             case .tunnelTCP:   // websocket: TCP tunnels (Tunnel.swift)
                 return tunnels.open(head: head, connection: connection)
+            case .ptyList: return ptys.list()                            // pty: PTY sessions (Pty.swift)
+            case .ptyCreate: return try ptys.create(body)                // pty
+            case .ptyGet(let id): return try ptys.get(id)                // pty
+            case .ptyDelete(let id): return try ptys.kill(id)            // pty
+            case .ptyResize(let id): return try ptys.resize(id, body)    // pty
+            case .ptyWS(let id): return ptys.attach(id, head: head)      // pty
             }
         } catch let e as APIError {
             return .error(e)

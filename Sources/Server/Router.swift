@@ -12,11 +12,13 @@ enum Route {
     case follow(String, StreamFilter, tagged: Bool)
     case raw(String, OutputStream)
     case tunnelTCP   // websocket: GET /api/v1/tunnels/tcp?port=N (Tunnel.swift)
+    // pty: PTY sessions (Pty.swift)
+    case ptyList, ptyCreate, ptyGet(String), ptyDelete(String), ptyResize(String), ptyWS(String)
 
     enum BodyKind { case none, json, stdin }
     var bodyKind: BodyKind {
         switch self {
-        case .startProcess, .run, .signal: return .json
+        case .startProcess, .run, .signal, .ptyCreate, .ptyResize: return .json   // pty: create and resize take JSON
         case .stdin: return .stdin
         default: return .none
         }
@@ -42,10 +44,24 @@ enum Router {
             case "processes":
                 if method == "GET" { return .success(.listProcesses) }
                 return need("POST", .startProcess)
+            case "pty":   // pty
+                if method == "GET" { return .success(.ptyList) }
+                return need("POST", .ptyCreate)
             default: break
             }
         case 2 where parts[0] == "tunnels" && parts[1] == "tcp":   // websocket: TCP tunnels
             return need("GET", .tunnelTCP)
+        case 2 where parts[0] == "pty":   // pty
+            guard let id = segment(parts[1]) else { return .failure(.invalid("malformed percent-encoding in session id")) }
+            if method == "GET" { return .success(.ptyGet(id)) }
+            return need("DELETE", .ptyDelete(id))
+        case 3 where parts[0] == "pty":   // pty
+            guard let id = segment(parts[1]) else { return .failure(.invalid("malformed percent-encoding in session id")) }
+            switch parts[2] {
+            case "resize": return need("POST", .ptyResize(id))
+            case "ws": return need("GET", .ptyWS(id))
+            default: break
+            }
         case 2 where parts[0] == "processes":
             if parts[1] == "run" && method == "POST" { return .success(.run) }
             guard let p = segment(parts[1]) else { return .failure(.invalid("malformed percent-encoding in process")) }

@@ -32,6 +32,7 @@ public final class Server {
     var dirtyConnections: [ObjectIdentifier: Connection] = [:]
     var signalSource: SignalSource?
     lazy var tunnels = Tunnels(server: self)   // websocket: TCP tunnels over WebSocket (Tunnel.swift)
+    lazy var ptys = PtySessions(server: self)  // pty: PTY sessions (Pty.swift)
     let systemd = SystemdIntegration()   // systemd: READY/STATUS/WATCHDOG/STOPPING hooks (SystemdIntegration.swift)
     var stopping = false
     var upgrading = false
