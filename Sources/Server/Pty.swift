@@ -8,8 +8,8 @@
 // terminal (new session + TIOCSCTTY in the C child side). The master is read on the loop.
 //
 // Wire (binary frames, first byte the opcode): client → server 0x00 input, 0x01 cols u16 BE + rows u16 BE,
-// 0x02 READY; server → client 0x00 output, 0x03 exit code i32 BE, then close 1000 `exit:<code>` (a kill:
-// close 1001 `session terminated`).
+// 0x02 READY; server → client 0x00 output, 0x03 exit code i32 BE (128+N for a signal), then close 1000
+// `exit:<code>` (after a DELETE or the idle reaper: close 1001 `session terminated`).
 //
 // Output: while no client is READY it is kept (up to `backlogBytes`; then the master is not read, so the
 // child waits on its terminal, nothing is dropped) and the first READY client gets it; afterwards every
@@ -291,14 +291,12 @@ final class PtySession: EventHandler, WebSocketEndpoint {
         guard var c = clients[k], !c.exitSent else { return }
         c.exitSent = true
         clients[k] = c
-        if killed {
-            c.ws.close(code: WSClose.goingAway, reason: "session terminated")
-        } else {
-            let v = UInt32(bitPattern: exitCode)
-            let frame: [UInt8] = [UInt8(v >> 24), UInt8((v >> 16) & 0xFF), UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)]
-            frame.withUnsafeBytes { c.ws.sendBinary(prefix: Self.opExit, $0) }
-            c.ws.close(code: WSClose.normal, reason: "exit:\(exitCode)")
-        }
+        // The exit frame also after a kill: the sync SDK's wait() learns an exit code from nothing else.
+        let v = UInt32(bitPattern: exitCode)
+        let frame: [UInt8] = [UInt8(v >> 24), UInt8((v >> 16) & 0xFF), UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)]
+        frame.withUnsafeBytes { c.ws.sendBinary(prefix: Self.opExit, $0) }
+        if killed { c.ws.close(code: WSClose.goingAway, reason: "session terminated") }
+        else { c.ws.close(code: WSClose.normal, reason: "exit:\(exitCode)") }
     }
 
     var acceptsInput: Bool { queued <= Self.inputBytes }
