@@ -260,6 +260,7 @@ final class WebSocketPeer: EventHandler {
             lastProgress = server.loop.now
         }
         writeBlocked = outStart < out.count
+        if writeBlocked && stallTimer == nil { armStallCheck() }
         if !writeBlocked {
             out.removeAll(keepingCapacity: out.capacity <= (512 << 10))
             outStart = 0
@@ -285,6 +286,24 @@ final class WebSocketPeer: EventHandler {
         server.loop.setInterest(reg, want)
     }
 
+    /// Hardening (like SSE streams): a client that took no byte for `--idle-timeout-ms` while output was
+    /// queued has stopped reading for good; it is dropped, which frees its queue and its session's back-pressure.
+    private var stallTimer: TimerID?
+    private func armStallCheck() {
+        let idle = server.config.idleTimeoutMs
+        stallTimer = server.loop.schedule(afterMs: max(1, lastProgress + idle - server.loop.now)) { [weak self] in
+            guard let self, self.state != .closed else { return }
+            self.stallTimer = nil
+            guard self.pendingOutput > 0 else { return }
+            if self.server.loop.now - self.lastProgress >= idle {
+                self.server.log.info("msg=\"websocket reader stalled, closing\" kind=\(self.label) queued=\(self.pendingOutput)")
+                self.shut("stalled reader")
+            } else {
+                self.armStallCheck()
+            }
+        }
+    }
+
     private func notifyClosed() {
         guard !notifiedClosed else { return }
         notifiedClosed = true
@@ -297,6 +316,7 @@ final class WebSocketPeer: EventHandler {
         state = .closed
         if let reason { server.log.debug("msg=\"websocket closed\" kind=\(label) reason=\(Log.q(reason))") }
         server.loop.cancel(closeTimer); closeTimer = nil
+        server.loop.cancel(stallTimer); stallTimer = nil
         if let reg { server.loop.deregister(reg) }
         reg = nil
         FD.close(fd)

@@ -285,3 +285,17 @@ def test_vanishing_clients_leak_nothing(daemon_factory):
             c.close()
     wait_for(lambda: fd_count(d.pid) <= base, 10, what=f"fds back to {base} (now {fd_count(d.pid)})")
     assert d.get("/api/v1/health").status == 200
+
+
+@pytest.mark.timeout(60)
+def test_reader_stalled_past_the_idle_timeout_is_dropped(daemon_factory, tmp_path):
+    d = daemon_factory("--idle-timeout-ms", "1500")
+    port = start_server(d, "flood", str(tmp_path / "flood"))
+    base = fd_count(d.pid)
+    c = WSClient(d, f"{T}?port={port}")
+    c.conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    assert c.status == 101
+    # Nothing is read: after the idle timeout the daemon drops the client and the tunnelled socket.
+    wait_for(lambda: "websocket reader stalled" in d.log_text(), 20, what="the stalled reader to be dropped")
+    wait_for(lambda: fd_count(d.pid) <= base, 20, what=f"fds back to {base} (now {fd_count(d.pid)})")
+    c.conn.abort()
