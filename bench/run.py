@@ -241,6 +241,13 @@ def sc_lat(env, R, quick):
     add("2. One-line latency", "child write → follower, p99", "µs", p99t, p99b, False, 2.0, "≤ 2×")
 
 
+def wsbench(env, *args):
+    out = subprocess.run([env.b("wsbench"), *map(str, args)], capture_output=True, text=True, timeout=180)
+    if out.returncode != 0:
+        raise RuntimeError(f"wsbench {args[0]} failed: {out.stderr.strip()}")
+    return json.loads(out.stdout)
+
+
 def sc_interactive(env, R, quick):
     """PTY keystroke round trip (WebSocket → pty → echo → WebSocket) against a raw TCP ↔ pty relay, and
     tunnel download throughput (sandbox port → WebSocket frames) against a raw TCP relay."""
@@ -256,24 +263,20 @@ def sc_interactive(env, R, quick):
     for i in range(R):
         for who in (["t", "b"] if i % 2 == 0 else ["b", "t"]):
             if who == "t":
-                r = json.loads(subprocess.run([env.b("wsbench"), "pty-lat", str(TENDD_PORT), env.token, str(count)],
-                                              capture_output=True, text=True, timeout=120, check=True).stdout)
+                r = wsbench(env, "pty-lat", TENDD_PORT, env.token, count)
                 p50t.append(r["p50_us"]); p99t.append(r["p99_us"])
                 c0 = cpu_ns(t.pid)
-                r = json.loads(subprocess.run([env.b("wsbench"), "tunnel-down", str(TENDD_PORT), env.token, str(src_port)],
-                                              capture_output=True, text=True, timeout=120, check=True).stdout)
+                r = wsbench(env, "tunnel-down", TENDD_PORT, env.token, src_port)
                 assert r["bytes"] == nbytes, r
                 gt.append(r["bytes"] / r["secs"]); ct.append((cpu_ns(t.pid) - c0) / (r["bytes"] / (1 << 20)))
             else:
                 base = env.start_base(["interactive_relay", "pty", str(BASE_PORT)])
-                r = json.loads(subprocess.run([env.b("wsbench"), "tcp-lat", str(BASE_PORT), str(count)],
-                                              capture_output=True, text=True, timeout=120, check=True).stdout)
+                r = wsbench(env, "tcp-lat", BASE_PORT, count)
                 env.stop(base)
                 p50b.append(r["p50_us"]); p99b.append(r["p99_us"])
                 base = env.start_base(["interactive_relay", "tcp", str(BASE_PORT), str(src_port)])
                 c0 = cpu_ns(base.pid)
-                r = json.loads(subprocess.run([env.b("wsbench"), "tcp-down", str(BASE_PORT)],
-                                              capture_output=True, text=True, timeout=120, check=True).stdout)
+                r = wsbench(env, "tcp-down", BASE_PORT)
                 cb.append((cpu_ns(base.pid) - c0) / (r["bytes"] / (1 << 20)))
                 env.stop(base)
                 assert r["bytes"] == nbytes, r
