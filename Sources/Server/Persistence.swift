@@ -146,6 +146,7 @@ extension Server {
             ("journal_bytes", .int(Int64(p.journal.boundBytes))), ("max_line_bytes", .int(Int64(p.journal.maxLineBytes))),
             ("raw_bytes", .int(Int64(p.rawOut?.capacity ?? p.rawErr?.capacity ?? 0))), ("launches", .int(Int64(p.launches))),
             ("managed", managed),
+            ("pty", ptys.persistedState(p)),   // pty: the session served on this process's terminal (Pty.swift)
         ])
     }
 }
@@ -249,6 +250,7 @@ extension Server {
             if let old = processes[p.pid] { forget(old) }
             processes[p.pid] = p
             if let n = spec.managed?.name, p.managed?.status != .stopped || names[n] == nil { names[n] = p }
+            if let meta = entry["pty"], case .object = meta { ptys.adopt(p, meta, master: take(h, "pty"), backlog: take(h, "ptyb")) }   // pty
             adopted += 1
             if p.status != .running && (p.managed == nil || p.managed!.status == .stopped) { exitedOrder.append(p) }
         }
@@ -430,6 +432,7 @@ extension Server {
             if let s = p.stdin, s.fd >= 0 { fds.append((s.fd, Persistence.name(p.handle, "in"))) }
             if let r = p.region { fds.append((r.fd, Persistence.name(p.handle, "jnl"))) }
         }
+        fds.append(contentsOf: ptys.handOverFDs)   // pty: masters and backlogs of PTY sessions
         // Move them to 3, 4, ...: first out of the way (above the target range), then into place.
         let above = Int32(3 + fds.count + 8)
         var moved: [Int32] = []

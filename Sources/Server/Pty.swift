@@ -71,13 +71,22 @@ final class PtySessions {
         FD.close(pair.slave)     // the child holds it now; the master reads EIO once the last holder is gone
         let id = Self.newID()
         let token = Self.hex(Random.bytes(32))
-        let s = PtySession(sessions: self, id: id, token: Array(token.utf8), record: record, master: pair.master, rows: rows, cols: cols)
+        // Crash and upgrade survival: the master and the backlog's memfd go where the process's fds go.
+        var region: SharedRegion? = nil
+        if let persistence = server.persistence {
+            region = try? SharedRegion(name: "tendd-pty\(record.handle)", size: PtyBacklog.size)
+            persistence.store(pair.master, record.handle, "pty")
+            if let region { persistence.store(region.fd, record.handle, "ptyb") }
+        }
+        let s = PtySession(sessions: self, id: id, token: Array(token.utf8), record: record, master: pair.master, rows: rows, cols: cols,
+                           backlog: PtyBacklog(region: region))
         do { try s.start() } catch {
             server.ownership.signalTree(record, Signal.kill)
             FD.close(pair.master)
             throw APIError(500, "INTERNAL_ERROR", "\(error)")
         }
         sessions[id] = s
+        server.markStateDirty(record)
         evictExited()
         server.log.info("msg=\"pty session created\" session=\(id) pid=\(record.pid) rows=\(rows) cols=\(cols)")
         return .response(201, .object([("session_id", .string(id)), ("token", .string(token))]), [])
@@ -125,6 +134,46 @@ final class PtySessions {
                 s.attach(ws)
             })
         }
+    }
+
+    // MARK: crash and upgrade survival
+
+    /// The record `p` had a PTY session (`meta` from its state file): serve it again with the master and the
+    /// backlog that survived (either may be missing: then the session is reported as ended).
+    func adopt(_ p: ProcessRecord, _ meta: JSONValue, master: Int32?, backlog: Int32?) {
+        guard case .string(let id)? = meta["session_id"], case .string(let token)? = meta["token"] else {
+            if let master { FD.close(master) }
+            if let backlog { FD.close(backlog) }
+            return
+        }
+        func int(_ k: String, _ d: Int64) -> Int64 { if case .int(let n)? = meta[k] { return n }; return d }
+        var region: SharedRegion? = nil
+        if let backlog { region = try? SharedRegion(adopting: backlog) }
+        if region == nil, let backlog { FD.close(backlog) }
+        if let r = region, r.size != PtyBacklog.size { server.log.warn("msg=\"pty backlog of another size, dropped\" session=\(id)"); region = nil }
+        if let persistence = server.persistence {
+            if let master { persistence.store(master, p.handle, "pty") }
+            if let region { persistence.store(region.fd, p.handle, "ptyb") }
+        }
+        if master == nil && p.isRunning {
+            server.log.error("msg=\"pty master lost across the restart, hanging the session up\" session=\(id) pid=\(p.pid)")
+            server.ownership.signalTree(p, Signal.hup)
+        }
+        let s = PtySession(sessions: self, id: id, token: Array(token.utf8), record: p, master: master ?? -1,
+                           rows: UInt16(clamping: int("rows", 24)), cols: UInt16(clamping: int("cols", 80)),
+                           backlog: PtyBacklog(region: region), createdAt: int("created_at", Clock.wallMs()))
+        if case .bool(true)? = meta["killed"] { s.markKilled() }
+        do { try s.start() } catch { if let master { FD.close(master) }; return }
+        sessions[id] = s
+        server.log.info("msg=\"pty session adopted\" session=\(id) pid=\(p.pid) backlog=\(s.backlogCount) running=\(p.isRunning)")
+    }
+
+    /// Every session fd a re-executed image must inherit.
+    var handOverFDs: [(Int32, String)] { sessions.values.flatMap { $0.handOverFDs } }
+
+    /// The state-file entry of `p` (null when it is no PTY session's process).
+    func persistedState(_ p: ProcessRecord) -> JSONValue {
+        sessions.values.first { $0.record === p }?.persistedState ?? .null
     }
 
     // MARK: table
@@ -189,7 +238,7 @@ final class PtySession: EventHandler, WebSocketEndpoint {
     private var reg: Registration?
     private var masterClosed = false
     private var clients: [ObjectIdentifier: Client] = [:]
-    private var backlog: [UInt8] = []
+    private let backlog: PtyBacklog
     private var toPTY: [UInt8] = []
     private var toPTYStart = 0
     private var inputHeld = false
@@ -205,16 +254,33 @@ final class PtySession: EventHandler, WebSocketEndpoint {
     private var server: Server { sessions.server }
     private var queued: Int { toPTY.count - toPTYStart }
 
-    init(sessions: PtySessions, id: String, token: [UInt8], record: ProcessRecord, master: Int32, rows: UInt16, cols: UInt16) {
+    init(sessions: PtySessions, id: String, token: [UInt8], record: ProcessRecord, master: Int32, rows: UInt16, cols: UInt16,
+         backlog: PtyBacklog, createdAt: Int64 = Clock.wallMs()) {
         self.sessions = sessions; self.id = id; self.token = token; self.record = record; self.master = master
-        self.rows = rows; self.cols = cols
-        createdAt = Clock.wallMs()
+        self.rows = rows; self.cols = cols; self.backlog = backlog; self.createdAt = createdAt
+        masterClosed = master < 0
     }
 
     func start() throws {
-        reg = try server.loop.register(master, [.input], handler: self)
-        record.exitWaiters.append { [weak self] in self?.childExited() }
+        if !masterClosed { reg = try server.loop.register(master, [.input], handler: self) }
+        if record.isRunning { record.exitWaiters.append { [weak self] in self?.childExited() } }
         armIdle()
+        if !record.isRunning { childExited() }     // adopted after a restart: it ended while we were down
+    }
+
+    /// What a restarted daemon needs to serve this session again (in the record's state file).
+    var persistedState: JSONValue {
+        .object([("session_id", .string(id)), ("token", .string(String(decoding: token, as: UTF8.self))),
+                 ("rows", .int(Int64(rows))), ("cols", .int(Int64(cols))), ("created_at", .int(createdAt)),
+                 ("killed", .bool(killed))])
+    }
+
+    /// The fds a re-executed image must get (named like the fd store's).
+    var handOverFDs: [(Int32, String)] {
+        var fds: [(Int32, String)] = []
+        if !masterClosed { fds.append((master, Persistence.name(record.handle, "pty"))) }
+        if let r = backlog.region { fds.append((r.fd, Persistence.name(record.handle, "ptyb"))) }
+        return fds
     }
 
     var info: JSONValue {
@@ -228,12 +294,16 @@ final class PtySession: EventHandler, WebSocketEndpoint {
         return .object(o)
     }
 
+    var backlogCount: Int { backlog.count }
+    func markKilled() { killed = true }
+
     // MARK: control
 
     func resize(rows r: Int, cols c: Int) {
         rows = UInt16(min(max(r, 1), 500))
         cols = UInt16(min(max(c, 1), 1000))
         if !masterClosed { try? PTY.setSize(master, rows: rows, cols: cols) }
+        server.markStateDirty(record)
     }
 
     /// DELETE or idle: SIGHUP to the tree (a terminal hang-up), SIGKILL after the grace.
@@ -241,6 +311,7 @@ final class PtySession: EventHandler, WebSocketEndpoint {
         guard !exited else { return }
         if !killed { server.log.info("msg=\"pty session terminated\" session=\(id) pid=\(record.pid) reason=\(reason)") }
         killed = true
+        server.markStateDirty(record)
         server.ownership.signalTree(record, Signal.hup)
         if killTimer == nil {
             killTimer = server.loop.schedule(afterMs: Self.killGraceMs) { [weak self] in
@@ -279,9 +350,9 @@ final class PtySession: EventHandler, WebSocketEndpoint {
         guard var c = clients[k], !c.ready else { return }
         c.ready = true
         clients[k] = c
-        if !backlog.isEmpty {
-            backlog.withUnsafeBytes { ws.sendBinary(prefix: Self.opData, $0) }
-            backlog = []
+        if backlog.count > 0 {
+            backlog.withBytes { ws.sendBinary(prefix: Self.opData, $0) }
+            backlog.clear()
         }
         if ended { sendExit(k) }
         updateInterest()
@@ -395,7 +466,7 @@ final class PtySession: EventHandler, WebSocketEndpoint {
     private func deliver(_ bytes: UnsafeRawBufferPointer) {
         let ready = readyClients
         if ready.isEmpty {
-            backlog.append(contentsOf: bytes)
+            backlog.append(bytes)
             return
         }
         for ws in ready { ws.sendBinary(prefix: Self.opData, bytes) }
@@ -435,6 +506,7 @@ final class PtySession: EventHandler, WebSocketEndpoint {
         if let reg { server.loop.deregister(reg) }
         reg = nil
         FD.close(master)
+        server.persistence?.drop(record.handle, "pty")
         toPTY = []; toPTYStart = 0
     }
 
@@ -474,6 +546,46 @@ final class PtySession: EventHandler, WebSocketEndpoint {
     func forgetNow() {
         server.loop.cancel(forgetTimer); forgetTimer = nil
         for c in clients.values { c.ws.close(code: WSClose.goingAway, reason: "session forgotten") }
+        if backlog.region != nil { server.persistence?.drop(record.handle, "ptyb") }
         sessions.forget(self)
+    }
+}
+
+/// The output kept for the first READY client (`PtySession.backlogBytes`, plus one read). With a state
+/// directory it lives in a memfd that survives a crash (fd store) or an upgrade (handed to the new image),
+/// laid out as `[count: UInt64][bytes]`: bytes are written before the count that covers them, so a crash
+/// at any point leaves a consistent prefix. Without one, on the heap.
+final class PtyBacklog {
+    static let size = 8 + PtySession.backlogBytes + (64 << 10)
+    let region: SharedRegion?
+    private var heap: [UInt8] = []
+    private(set) var dropped = 0
+
+    init(region: SharedRegion?) { self.region = region }
+
+    var capacity: Int { Self.size - 8 }
+
+    var count: Int {
+        guard let r = region else { return heap.count }
+        return min(Int(r.bytes.load(fromByteOffset: 0, as: UInt64.self)), r.size - 8)
+    }
+
+    func append(_ b: UnsafeRawBufferPointer) {
+        let n = min(b.count, capacity - count)
+        dropped += b.count - n
+        guard n > 0 else { return }
+        guard let r = region else { heap.append(contentsOf: UnsafeRawBufferPointer(rebasing: b[0..<n])); return }
+        let at = 8 + count
+        UnsafeMutableRawBufferPointer(rebasing: r.bytes[at..<(at + n)]).copyMemory(from: UnsafeRawBufferPointer(rebasing: b[0..<n]))
+        r.bytes.storeBytes(of: UInt64(at - 8 + n), toByteOffset: 0, as: UInt64.self)   // publish after the bytes
+    }
+
+    func withBytes(_ body: (UnsafeRawBufferPointer) -> Void) {
+        guard let r = region else { heap.withUnsafeBytes(body); return }
+        body(UnsafeRawBufferPointer(rebasing: r.bytes[8..<(8 + count)]))
+    }
+
+    func clear() {
+        if let r = region { r.bytes.storeBytes(of: UInt64(0), toByteOffset: 0, as: UInt64.self) } else { heap = [] }
     }
 }

@@ -263,3 +263,82 @@ def test_raw_kill_sends_exit_then_session_terminated(daemon):
     assert code == 128 + 1                       # SIGHUP ended it, no need for the KILL
     assert c.recv_close() == (1001, "session terminated")
     c.close()
+
+
+def test_session_survives_an_upgrade_with_its_pending_output(daemon_factory, tmp_path):
+    """SIGUSR2 re-exec with a state directory: the master and the backlog go to the new image; a client
+    reconnects with the same token, gets what was produced while nobody was attached, and continues."""
+    import os
+    import signal
+    state = tmp_path / "state"
+    state.mkdir()
+    flag = tmp_path / "flag"
+    d = daemon_factory("--state-dir", str(state))
+    s = _create(d, {"command": "/bin/sh", "args": ["-c",
+                    f"stty -echo; echo started; read x; head -c 300000 /dev/zero | tr -c z z; echo pending-$x; touch {flag};"
+                    " read y; echo after-$y; exit 6"]})
+    a = _ws(d, s)
+    a.send_binary(b"\x02")
+    assert b"started" in _read_until(a, b"started")[0]
+    a.send_binary(b"\x00one\n")
+    a.close()                                              # gone before the answer is printed
+    wait_for(flag.exists, 10, what="the child to print while no client is attached")
+    pid_before = d.pid
+    os.kill(d.pid, signal.SIGUSR2)
+    wait_for(lambda: "msg=\"pty session adopted\"" in d.log_text(), 10, what="the re-exec to adopt the session")
+    assert d.pid == pid_before and d.alive()
+    info = _session(d, s["session_id"])
+    assert info["is_alive"] is True and "token" not in info
+    # The child could only finish printing once tendd had read most of it (a pty buffers far less than
+    # 300 kB): those bytes were in the backlog's memfd during the exec.
+    import re
+    kept = int(re.search(r'pty session adopted.* backlog=(\d+)', d.log_text()).group(1))
+    assert kept >= 300000 - (128 << 10), kept
+    b = _ws(d, s)
+    b.send_binary(b"\x02")
+    out, _ = _read_until(b, b"pending-one")
+    assert out.count(b"z") == 300000 and b"pending-one" in out
+    b.send_binary(b"\x00two\n")
+    out, code = _read_until(b, b"\x00never")
+    assert b"after-two" in out and code == 6
+    c = WSClient(d, f"{P}/{s['session_id']}/ws", headers={"X-PTY-Token": "f" * 64})
+    assert_error(c.resp, 403, "INVALID_TOKEN")                   # the token check survived too
+    c.close()
+
+
+@pytest.mark.timeout(60)
+def test_slow_client_holds_the_terminal_back(daemon, tmp_path):
+    """A READY client that reads nothing: the daemon stops reading the master once its queue is full, so the
+    program blocks on its terminal (bounded memory); once the client reads, output flows again."""
+    import socket
+    progress = tmp_path / "progress"
+    flood = ("import os\nn = 0\nb = b'z' * 65536\nwhile True:\n    n += os.write(1, b)\n"
+             f"    open({str(progress)!r}, 'w').write(str(n))\n")
+    s = _create(daemon, {"command": "python3", "args": ["-c", flood]})
+    c = WSClient(daemon, f"{P}/{s['session_id']}/ws", headers={"X-PTY-Token": s["token"]})
+    c.conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    assert c.status == 101
+    c.send_binary(b"\x02")
+
+    def written():
+        try:
+            return int(progress.read_text() or 0)
+        except (OSError, ValueError):
+            return 0
+    wait_for(lambda: written() > (1 << 20), 20, what="the flood to start")
+
+    def settled():
+        a = written()
+        time.sleep(0.3)    # poll interval of this condition
+        return a if written() == a else None
+    total = wait_for(settled, 20, what="the program to be held back by its terminal")
+    assert total < (32 << 20), f"{total} bytes printed while the client read nothing"
+    got = 0
+    c.conn.sock.settimeout(10)
+    while got < (4 << 20):                                   # reading again: the flood resumes
+        op, _fin, p = c.recv()
+        assert op == 2 and p[:1] == b"\x00"
+        got += len(p) - 1
+    wait_for(lambda: written() > total, 10, what="the flood to resume")
+    assert daemon.request("DELETE", f"{P}/{s['session_id']}").status == 204
+    c.conn.abort()
