@@ -69,6 +69,8 @@ public final class ProcessRecord {
     var drainTimer: TimerID?
     var exitSource: ExitSource?
     var exitWaiters: [() -> Void] = []
+    /// crash-exit fix: times the exit status of an adopted child was asked before its new parent reaped it.
+    var exitStatusPolls = 0
     /// The cgroup v2 leaf that holds the whole tree (nil: process group + /proc fallback).
     var cgroupLeaf: String?
     /// Runs launched so far (a managed process relaunches); part of the fallback's tree marker.

@@ -194,7 +194,19 @@ public final class Server {
         let report: ExitReport?
         do { report = try Proc.reap(pidfd: p.pidfd) } catch let e as SysError where e.errno == ECHILD_ {
             // Re-adopted after a crash: not our child any more (systemd reaps it); ask the pidfd.
-            report = (try? Proc.exitStatus(pidfd: p.pidfd)) ?? .exited(-1)
+            // crash-exit fix: the kernel has the status only once the new parent reaped the zombie; until then
+            // look again every 10 ms (the readable pidfd's interest is dropped meanwhile), -1 after 1 s.
+            var known: ExitReport? = nil, supported = true
+            do { known = try Proc.exitStatus(pidfd: p.pidfd) } catch { supported = false }
+            if supported && known == nil && p.exitStatusPolls < 100 {
+                p.exitStatusPolls += 1
+                if let reg = p.pidfdReg { loop.setInterest(reg, []) }
+                loop.schedule(afterMs: 10) { [weak self, weak p] in
+                    if let self, let p, p.isRunning, p.pidfd >= 0 { self.childExited(p) }
+                }
+                return
+            }
+            report = known ?? .exited(-1)
         } catch {
             log.error("msg=\"reap failed\" pid=\(p.pid) error=\(Log.q("\(error)"))")
             report = .exited(-1)
