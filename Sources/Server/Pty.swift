@@ -173,7 +173,8 @@ final class PtySessions {
 
     /// The state-file entry of `p` (null when it is no PTY session's process).
     func persistedState(_ p: ProcessRecord) -> JSONValue {
-        sessions.values.first { $0.record === p }?.persistedState ?? .null
+        guard !sessions.isEmpty else { return .null }      // (a save of thousands of records stays cheap)
+        return sessions.values.first { $0.record === p }?.persistedState ?? .null
     }
 
     // MARK: table
