@@ -88,20 +88,40 @@ final class WebSocketPeer: EventHandler {
     // MARK: sending
 
     func sendBinary(_ a: UnsafeRawBufferPointer) {
-        guard state == .open else { return }
-        encodeWebSocketFrame(.binary, payload: a, into: &out)
-        if pendingOutput >= Self.highWater { aboveHighWater = true }
-        scheduleFlush()
+        sendFrame(prefix: nil, a)
     }
 
     /// A binary message whose payload is `prefix` then `body` (the PTY's opcode byte + data).
     func sendBinary(prefix: UInt8, _ body: UnsafeRawBufferPointer) {
+        sendFrame(prefix: prefix, body)
+    }
+
+    /// One binary frame. With nothing queued it goes straight from the caller's buffer to the socket in one
+    /// gather write (header, payload); only what the socket does not take is copied into the queue. (Through
+    /// the queue, a tunnel's relay CPU per MiB was 1.6× the raw relay's: one more copy of every byte.)
+    private func sendFrame(prefix: UInt8?, _ body: UnsafeRawBufferPointer) {
         guard state == .open else { return }
-        encodeWebSocketFrameHeader(.binary, payloadLength: 1 + body.count, into: &out)
-        out.append(prefix)
-        out.append(contentsOf: body)
+        var head: [UInt8] = []
+        encodeWebSocketFrameHeader(.binary, payloadLength: (prefix == nil ? 0 : 1) + body.count, into: &head)
+        if let prefix { head.append(prefix) }
+        var sent = 0
+        if pendingOutput == 0 && !writeBlocked {
+            let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+            do {
+                sent = try head.withUnsafeBytes { try Socket.send(fd, $0, body, empty, empty) }
+            } catch { shut("write error"); return }
+            if sent > 0 { lastProgress = server.loop.now }
+        }
+        head.withUnsafeBytes { h in
+            var skip = sent
+            for part in [h, body] {
+                if skip >= part.count { skip -= part.count; continue }
+                out.append(contentsOf: UnsafeRawBufferPointer(rebasing: part[skip...]))
+                skip = 0
+            }
+        }
         if pendingOutput >= Self.highWater { aboveHighWater = true }
-        scheduleFlush()
+        if pendingOutput > 0 { scheduleFlush() }
     }
 
     /// Starts the closing handshake (after everything queued so far).
