@@ -241,8 +241,9 @@ def sc_lat(env, R, quick):
     add("2. One-line latency", "child write → follower, p99", "µs", p99t, p99b, False, 2.0, "≤ 2×")
 
 
-def wsbench(env, *args):
-    out = subprocess.run([env.b("wsbench"), *map(str, args)], capture_output=True, text=True, timeout=180)
+def wsbench(env, *args, cpu=None):
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    out = subprocess.run(pin + [env.b("wsbench"), *map(str, args)], capture_output=True, text=True, timeout=180)
     if out.returncode != 0:
         raise RuntimeError(f"wsbench {args[0]} failed: {out.stderr.strip()}")
     return json.loads(out.stdout)
@@ -260,10 +261,16 @@ def sc_interactive(env, R, quick):
     procs.append(src)
     wait_port(src_port, src)
     p50t, p99t, p50b, p99b, gt, gb, ct, cb = [], [], [], [], [], [], [], []
+    # The keystroke round trip runs with the daemon (or relay), its pty child and the client on one CPU: a
+    # wake-up on the other vCPU costs 35-45 µs here and lands at random, which swamped the difference
+    # (per-run medians of 17-110 µs for the same binary). Throughput runs unpinned.
+    all_cpus = os.sched_getaffinity(0)
     for i in range(R):
         for who in (["t", "b"] if i % 2 == 0 else ["b", "t"]):
             if who == "t":
-                r = wsbench(env, "pty-lat", TENDD_PORT, env.token, count)
+                os.sched_setaffinity(t.pid, {0})
+                r = wsbench(env, "pty-lat", TENDD_PORT, env.token, count, cpu=0)
+                os.sched_setaffinity(t.pid, all_cpus)
                 p50t.append(r["p50_us"]); p99t.append(r["p99_us"])
                 c0 = cpu_ns(t.pid)
                 r = wsbench(env, "tunnel-down", TENDD_PORT, env.token, src_port)
@@ -271,7 +278,8 @@ def sc_interactive(env, R, quick):
                 gt.append(r["bytes"] / r["secs"]); ct.append((cpu_ns(t.pid) - c0) / (r["bytes"] / (1 << 20)))
             else:
                 base = env.start_base(["interactive_relay", "pty", str(BASE_PORT)])
-                r = wsbench(env, "tcp-lat", BASE_PORT, count)
+                os.sched_setaffinity(base.pid, {0})
+                r = wsbench(env, "tcp-lat", BASE_PORT, count, cpu=0)
                 env.stop(base)
                 p50b.append(r["p50_us"]); p99b.append(r["p99_us"])
                 base = env.start_base(["interactive_relay", "tcp", str(BASE_PORT), str(src_port)])
@@ -283,7 +291,8 @@ def sc_interactive(env, R, quick):
                 gb.append(r["bytes"] / r["secs"])
     env.stop(t); env.stop(src)
     add("8. Interactive sessions", "PTY keystroke round trip, p50", "µs", p50t, p50b, False, 1.5, "≤ 1.5×",
-        "tendd: WebSocket frame → pty → echo → frame; baseline: raw TCP ↔ pty relay (forkpty + poll)")
+        "tendd: WebSocket frame → pty → echo → frame; baseline: raw TCP ↔ pty relay (forkpty + poll); "
+        "daemon, pty child and client on CPU 0")
     add("8. Interactive sessions", "PTY keystroke round trip, p99", "µs", p99t, p99b, False, 2.0, "≤ 2×")
     add("8. Interactive sessions", "tunnel download", "B/s", gt, gb, True, 0.7, "≥ 0.7",
         "tendd: 127.0.0.1:port → binary WebSocket frames; baseline: raw TCP relay (read/write, 256 KiB buffer)")

@@ -452,6 +452,9 @@ final class PtySession: EventHandler, WebSocketEndpoint {
             switch r {
             case .bytes(let n):
                 server.readBuffer.withUnsafeBytes { deliver(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+                // A short read: the terminal is (very likely) empty; epoll says when there is more. Saves a read
+                // that would only say EAGAIN on every keystroke's echo.
+                if !force && n < (64 << 10) { updateInterest(); return }
             case .wouldBlock:
                 updateInterest(); return
             case .eof:
