@@ -124,6 +124,9 @@ final class PtySessions {
         guard let given, constantTimeEqual(Array(given.utf8), s.token) else {
             return .error(APIError(403, "INVALID_TOKEN", "missing or wrong PTY session token"))
         }
+        guard s.clientCount < PtySession.maxClients else {
+            return .error(APIError(429, "TOO_MANY_CLIENTS", "PTY session \(Router.clip(id)) already has \(PtySession.maxClients) clients"))
+        }
         switch WebSocketHandshake.validate(head) {
         case .failure(let e): return handshakeError(e)
         case .success(let accept):
@@ -216,6 +219,8 @@ func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
 
 final class PtySession: EventHandler, WebSocketEndpoint {
     static let backlogBytes = 1 << 20
+    /// Clients attached to one session at once (each costs up to ≈ 2.4 MiB of queues).
+    static let maxClients = 16
     static let inputBytes = 64 << 10
     static let killGraceMs: Int64 = 5_000
     /// A client that attached but never sent READY gets the output and the exit after this long anyway.
@@ -296,6 +301,7 @@ final class PtySession: EventHandler, WebSocketEndpoint {
     }
 
     var backlogCount: Int { backlog.count }
+    var clientCount: Int { clients.count }
     func markKilled() { killed = true }
 
     // MARK: control

@@ -342,3 +342,18 @@ def test_slow_client_holds_the_terminal_back(daemon, tmp_path):
     wait_for(lambda: written() > total, 10, what="the flood to resume")
     assert daemon.request("DELETE", f"{P}/{s['session_id']}").status == 204
     c.conn.abort()
+
+
+def test_client_limit_per_session(daemon):
+    s = _create(daemon, {"command": "/bin/sh", "args": ["-c", "sleep 30"]})
+    clients = [_ws(daemon, s) for _ in range(16)]
+    c = WSClient(daemon, f"{P}/{s['session_id']}/ws", headers={"X-PTY-Token": s["token"]})
+    assert_error(c.resp, 429, "TOO_MANY_CLIENTS")
+    c.close()
+    clients.pop().close()
+    wait_for(lambda: (lambda w: (w.close(), True)[1] if w.status == 101 else None)(
+        WSClient(daemon, f"{P}/{s['session_id']}/ws", headers={"X-PTY-Token": s["token"]})), 10,
+        what="a free client slot once one left")
+    for x in clients:
+        x.close()
+    assert daemon.request("DELETE", f"{P}/{s['session_id']}").status == 204
