@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <termios.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -185,6 +187,8 @@ static int child_main(void *arg) {
     if (dup_to(p->stdin_fd, 0) < 0 || dup_to(p->stdout_fd, 1) < 0 || dup_to(p->stderr_fd, 2) < 0) {
         p->failed_step = TEND_STEP_DUP; goto fail;
     }
+    // pty: the slave (now fd 0) becomes the controlling terminal of the session setsid() created.
+    if (p->controlling_tty && ioctl(0, TIOCSCTTY, 0) < 0) { p->failed_step = TEND_STEP_CTTY; goto fail; }
     // Everything else the daemon holds is O_CLOEXEC; mark the rest too in case a library leaked one.
     (void)syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
     if (p->cwd && chdir(p->cwd) < 0) { p->failed_step = TEND_STEP_CHDIR; goto fail; }
@@ -426,4 +430,30 @@ int tend_notify_nonblocking(const char *msg, int fd) {
     close(s);
     errno = saved;
     return r < 0 ? -1 : 1;
+}
+
+// ---- pty ----
+
+int tend_pty_open(int *master, int *slave) {
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0) return -1;
+    char name[128];
+    if (grantpt(m) < 0 || unlockpt(m) < 0 || ptsname_r(m, name, sizeof name) != 0) {
+        int e = errno; close(m); errno = e; return -1;
+    }
+    int s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (s < 0) { int e = errno; close(m); errno = e; return -1; }
+    int fl = fcntl(m, F_GETFL);
+    if (fl < 0 || fcntl(m, F_SETFL, fl | O_NONBLOCK) < 0) { int e = errno; close(m); close(s); errno = e; return -1; }
+    *master = m;
+    *slave = s;
+    return 0;
+}
+
+int tend_pty_set_size(int fd, unsigned short rows, unsigned short cols) {
+    struct winsize ws;
+    memset(&ws, 0, sizeof ws);
+    ws.ws_row = rows;
+    ws.ws_col = cols;
+    return ioctl(fd, TIOCSWINSZ, &ws);
 }

@@ -23,6 +23,7 @@ let package = Package(
         target("FuzzRequests", ["TendServer", "TendHTTP1", "TendJSON"]),
         target("FuzzResume", ["TendHTTP1"]),
         target("FuzzJournal", ["TendSupervision"]),
+        target("FuzzWebSocket", ["TendHTTP1"]),
     ],
     swiftLanguageModes: [.v5]
 )

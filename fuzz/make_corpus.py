@@ -111,3 +111,29 @@ for k, (mode, body) in jr.items():
     put("FuzzJournal", k, bytes([mode, 0, 16, 3]) + body)
 
 print("corpus written to", ROOT)
+
+# --- WebSocket frames from a client: [limit byte][seed byte][frames]
+def wsframe(op, payload, fin=True, key=b"\x37\xfa\x21\x3d"):
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | op])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack(">Q", n)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+ws = {
+    "binary": wsframe(2, b"\x00hello"),
+    "text": wsframe(1, "héllo".encode()),
+    "fragments": wsframe(1, b"ab", fin=False) + wsframe(9, b"p") + wsframe(0, b"cd", fin=False) + wsframe(0, b"e"),
+    "len16": wsframe(2, bytes(300)),
+    "close": wsframe(8, b"\x03\xe8bye"),
+    "pty_resize": wsframe(2, b"\x01\x00\x50\x00\x18") + wsframe(2, b"\x02"),
+    "unmasked": bytes([0x82, 0x03]) + b"abc",
+    "badclose": wsframe(8, b"\x03"),
+}
+for k, v in ws.items():
+    put("FuzzWebSocket", k, bytes([250, 5]) + v)

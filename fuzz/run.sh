@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 SECS=${1:-15}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(FuzzHTTPHead FuzzChunked FuzzJSON FuzzRequests FuzzResume FuzzJournal)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(FuzzHTTPHead FuzzChunked FuzzJSON FuzzRequests FuzzResume FuzzJournal FuzzWebSocket)
 
 # One -sanitize=fuzzer,address: swiftc keeps only the LAST -sanitize flag, so SwiftPM's separate
 # --sanitize=fuzzer --sanitize=address would silently drop the coverage instrumentation. --sanitize=fuzzer

@@ -64,6 +64,9 @@ typedef struct {
     // which gives it a private table holding only fds < keep_below. Every fd named above must be below it.
     int share_files;
     unsigned int keep_below;
+    // pty: when non-zero, stdin_fd is a pty slave that becomes the child's controlling terminal
+    // (ioctl TIOCSCTTY after setsid: the child leads a new session, so it may take one).
+    int controlling_tty;
     // out:
     int pidfd;                 // the child's pidfd (CLONE_PIDFD)
     int joined_by_clone;       // 1 when clone3 placed the child in cgroup_fd (internal, read by the child)
@@ -71,7 +74,7 @@ typedef struct {
     int failed_step;           // which step failed (TEND_STEP_*)
 } tend_spawn_plan;
 enum { TEND_STEP_NONE = 0, TEND_STEP_UNSHARE_FILES, TEND_STEP_SETSID, TEND_STEP_CGROUP, TEND_STEP_DUP, TEND_STEP_CHDIR,
-       TEND_STEP_SETGROUPS, TEND_STEP_SETGID, TEND_STEP_SETUID, TEND_STEP_EXEC };
+       TEND_STEP_SETGROUPS, TEND_STEP_SETGID, TEND_STEP_SETUID, TEND_STEP_EXEC, TEND_STEP_CTTY };
 // clone3/clone(CLONE_VM|CLONE_VFORK|CLONE_PIDFD) on a private stack; the parent resumes once the child has
 // exec'd or failed. Returns the pid (>0) with plan->pidfd set; if the child failed before exec it has
 // already exited: returns its pid with plan->child_errno/failed_step set (reap it through plan->pidfd).
@@ -113,6 +116,13 @@ int tend_set_cloexec(int fd, int on);
 // dup2(2) / fcntl(F_DUPFD_CLOEXEC, min) (variadic).
 int tend_dup_above(int fd, int min);
 int tend_dup3_cloexec(int fd, int target);   // dup3(O_CLOEXEC) needs _GNU_SOURCE
+
+// pty: a new pseudo-terminal pair: posix_openpt + grantpt + unlockpt + ptsname_r + open, both ends
+// O_CLOEXEC, the master O_NONBLOCK, neither becomes our controlling terminal (O_NOCTTY). C because the
+// tty ioctls are variadic. Returns 0, or -1 with errno (nothing left open).
+int tend_pty_open(int *master, int *slave);
+// pty: ioctl(TIOCSWINSZ): the terminal's size (the foreground process group gets SIGWINCH).
+int tend_pty_set_size(int fd, unsigned short rows, unsigned short cols);
 
 // Kill every process in a cgroup v2 leaf: write "1" to cgroup.kill (needs Linux 5.14).
 int tend_write_all(int fd, const void *buf, size_t len);

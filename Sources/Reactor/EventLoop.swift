@@ -296,6 +296,14 @@ public final class WatchedFD {
         if let reg { loop.setInterest(reg, interest) }
     }
 
+    /// Gives the fd away (out of epoll, not closed): its new owner closes it.
+    public func relinquish() -> Int32 {
+        unwatch()
+        let f = fd
+        fd = -1
+        return f
+    }
+
     /// Deregisters, then closes the fd. Idempotent.
     public func close() {
         guard fd >= 0 else { return }

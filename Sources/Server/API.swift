@@ -15,6 +15,9 @@ enum Outcome {
     case streaming(StreamProducer)
     /// The answer comes later through `Connection.complete(_:)`.
     case pending
+    // websocket: the connection lets go of its socket; the closure gets (fd, bytes read past the request head,
+    // output still queued) and owns them from then on (it writes the 101 itself).
+    case upgrade((Int32, [UInt8], [UInt8]) -> Void)
 }
 
 extension Server {
@@ -182,6 +185,14 @@ extension Server {
                 let f = Follower(connection: connection, process: p, filter: filter, tagStream: tagged, after: after)
                 p.followers[ObjectIdentifier(f)] = f
                 return .streaming(f)
+            case .tunnelTCP:   // websocket: TCP tunnels (Tunnel.swift)
+                return tunnels.open(head: head, connection: connection)
+            case .ptyList: return ptys.list()                            // pty: PTY sessions (Pty.swift)
+            case .ptyCreate: return try ptys.create(body)                // pty
+            case .ptyGet(let id): return try ptys.get(id)                // pty
+            case .ptyDelete(let id): return try ptys.kill(id)            // pty
+            case .ptyResize(let id): return try ptys.resize(id, body)    // pty
+            case .ptyWS(let id): return ptys.attach(id, head: head)      // pty
             }
         } catch let e as APIError {
             return .error(e)

@@ -25,6 +25,10 @@ public struct Config {
     public var idleTimeoutMs: Int64 = 60_000
     public var sseKeepaliveMs: Int64 = 15_000
     public var drainMs: Int64 = 2_000
+    /// pty: a PTY session with no client attached for this long is killed (like the old daemon: 300 s).
+    public var ptyIdleMs: Int64 = 300_000
+    /// pty: how long an exited PTY session stays listed (and attachable for its output and exit code).
+    public var ptyKeepExitedMs: Int64 = 60_000
     public var shutdownGraceMs: Int64 = 5_000
     public var pipeSize: Int32 = 1 << 20
     /// Force the fallback tree ownership (process group + subreaper + /proc scan) even where cgroup v2 works.

@@ -340,6 +340,9 @@ final class Connection: EventHandler {
         case .pending:
             state = .awaitingHandler   // no further request is parsed until `complete` is called again
             return
+        case .upgrade(let take):  // websocket: the socket becomes a WebSocket connection kind
+            handOver(take)
+            return
         }
         if state == .readingHead { server.loop.defer_ { [weak self] in self?.process() } }
     }
@@ -503,6 +506,21 @@ final class Connection: EventHandler {
         if keep { state = .readingHead } else { closeAfterFlush = true; state = .closing }
         server.markDirty(self)
         server.loop.defer_ { [weak self] in self?.process() }
+    }
+
+    // websocket: gives the socket, the unparsed input and the queued output to `take`; this connection is
+    // then closed without closing the fd (deregistered, forgotten by the server).
+    private func handOver(_ take: (Int32, [UInt8], [UInt8]) -> Void) {
+        let leftover = Array(inBuf[inStart...])
+        let queued = Array(out[outStart...])
+        requestDone(status: 101, bytes: -1)
+        closed = true
+        state = .closing
+        follower = nil
+        let fd = io.relinquish()
+        inBuf = []; out = []
+        server.connectionClosed(self)
+        take(fd, leftover, queued)
     }
 
     private func requestDone(status: Int, bytes: Int) {

@@ -17,10 +17,10 @@ import HTTP1
 final class Metrics {
     /// The `route` label of `tendd_http_requests_total` (`none`: rejected before routing: 401, 404, 400).
     enum RouteLabel: Int, CaseIterable {
-        case none, health, info, list, start, run, get, delete, signal, restart, stdin, stdin_close, output, follow, raw, metrics, files
+        case none, health, info, list, start, run, get, delete, signal, restart, stdin, stdin_close, output, follow, raw, metrics, files, tunnel, pty
     }
     /// Status codes the API answers with; anything else is counted as `other`.
-    static let codes: [Int] = [200, 201, 204, 206, 400, 401, 403, 404, 405, 408, 409, 413, 416, 431, 500, 501, 503, 507]
+    static let codes: [Int] = [101, 200, 201, 204, 206, 400, 401, 403, 404, 405, 408, 409, 413, 416, 426, 429, 431, 500, 501, 502, 503, 507]
     enum SpawnFailure: Int, CaseIterable { case spawn_failed, user_not_found, limit_reached, other }
     enum ExitReason: Int, CaseIterable { case exited, signaled, timed_out, oom, killed, unknown }
 
@@ -122,6 +122,8 @@ final class Metrics {
         case .follow: return .follow
         case .raw: return .raw
         case .files: return .files
+        case .tunnelTCP: return .tunnel
+        case .ptyList, .ptyCreate, .ptyGet, .ptyDelete, .ptyResize, .ptyWS: return .pty
         }
     }
 }

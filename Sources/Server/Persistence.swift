@@ -160,6 +160,7 @@ extension Server {
             ("journal_bytes", .int(Int64(p.journal.boundBytes))), ("max_line_bytes", .int(Int64(p.journal.maxLineBytes))),
             ("raw_bytes", .int(Int64(p.rawOut?.capacity ?? p.rawErr?.capacity ?? 0))), ("launches", .int(Int64(p.launches))),
             ("managed", managed),
+            ("pty", ptys.persistedState(p)),   // pty: the session served on this process's terminal (Pty.swift)
         ])
     }
 }
@@ -261,6 +262,7 @@ extension Server {
             }
             if let old = table.insert(p) { forget(old) }
             if let n = spec.managed?.name, !p.machine.isRetired || table.names[n] == nil { table.names[n] = p }
+            if let meta = entry["pty"], case .object = meta { ptys.adopt(p, meta, master: take(h, "pty"), backlog: take(h, "ptyb")) }   // pty
             adopted += 1
             if p.machine.isRetired { table.exitedOrder.append(p) }
         }
@@ -468,6 +470,7 @@ extension Server {
             if let s = p.stdin, s.fd >= 0 { fds.append((s.fd, Persistence.name(p.handle, "in"))) }
             if let r = p.region { fds.append((r.fd, Persistence.name(p.handle, "jnl"))) }
         }
+        fds.append(contentsOf: ptys.handOverFDs)   // pty: masters and backlogs of PTY sessions
         // Move them to 3, 4, ...: first out of the way (above the target range), then into place.
         let above = Int32(3 + fds.count + 8)
         var moved: [Int32] = []

@@ -21,6 +21,8 @@ public struct StartSpec {
     /// `/processes/run` only: kill the whole tree after this many ms.
     var timeoutMs: Int64? = nil
     var managed: ManagedSpec? = nil
+    /// pty: stdin, stdout and stderr are this pty slave, which becomes the controlling terminal (Pty.swift).
+    var ptySlave: Int32? = nil
 }
 
 public enum UserSpec: Equatable {

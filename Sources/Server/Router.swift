@@ -13,11 +13,14 @@ public enum Route {
     case follow(String, StreamFilter, tagged: Bool)
     case raw(String, OutputStream)
     case files(FileOp)   // files: Files.swift
+    case tunnelTCP   // websocket: GET /api/v1/tunnels/tcp?port=N (Tunnel.swift)
+    // pty: PTY sessions (Pty.swift)
+    case ptyList, ptyCreate, ptyGet(String), ptyDelete(String), ptyResize(String), ptyWS(String)
 
     enum BodyKind { case none, json, stdin, file }
     var bodyKind: BodyKind {
         switch self {
-        case .startProcess, .run, .signal: return .json
+        case .startProcess, .run, .signal, .ptyCreate, .ptyResize: return .json   // pty: create and resize take JSON
         case .stdin: return .stdin
         case .files(.write): return .file   // files: streamed into a FileUpload
         default: return .none
@@ -51,6 +54,22 @@ public enum Router {
                 case "PUT": return .success(.files(.write))
                 default: return need("DELETE", .files(.delete))
                 }
+            case "pty":   // pty
+                if method == "GET" { return .success(.ptyList) }
+                return need("POST", .ptyCreate)
+            default: break
+            }
+        case 2 where parts[0] == "tunnels" && parts[1] == "tcp":   // websocket: TCP tunnels
+            return need("GET", .tunnelTCP)
+        case 2 where parts[0] == "pty":   // pty
+            guard let id = segment(parts[1]) else { return .failure(.invalid("malformed percent-encoding in session id")) }
+            if method == "GET" { return .success(.ptyGet(id)) }
+            return need("DELETE", .ptyDelete(id))
+        case 3 where parts[0] == "pty":   // pty
+            guard let id = segment(parts[1]) else { return .failure(.invalid("malformed percent-encoding in session id")) }
+            switch parts[2] {
+            case "resize": return need("POST", .ptyResize(id))
+            case "ws": return need("GET", .ptyWS(id))
             default: break
             }
         case 2 where parts[0] == "files" && parts[1] == "list":   // files: GET /api/v1/files/list?path=P

@@ -29,6 +29,8 @@ public final class Server {
     var dirtyProcesses: [ObjectIdentifier: ProcessRecord] = [:]
     var dirtyConnections: [ObjectIdentifier: Connection] = [:]
     var signalSource: SignalSource?
+    lazy var tunnels = Tunnels(server: self)   // websocket: TCP tunnels over WebSocket (Tunnel.swift)
+    lazy var ptys = PtySessions(server: self)  // pty: PTY sessions (Pty.swift)
     let systemd = SystemdIntegration()   // systemd: READY/STATUS/WATCHDOG/STOPPING hooks (SystemdIntegration.swift)
     let reapWaits = ReapWaits()          // exit-status: exits waiting for their parent's reap (ExitWatch.swift)
     let testPause = TestPause()          // chaos: test-only pause points (TestPause.swift)

@@ -117,8 +117,10 @@ extension Server {
             throw APIError(500, "SPAWN_FAILED", "cannot create pipes: \(e.reason)")
         }
 
+        if let slave = spec.ptySlave { stdinFD = slave; stdoutFD = slave; stderrFD = slave }   // pty: the terminal is all three
         var plan = SpawnPlan(path: exe, argv: [spec.command] + spec.args, env: env.map { "\($0.0)=\($0.1)" },
                              cwd: spec.workingDir, stdin: stdinFD, stdout: stdoutFD, stderr: stderrFD, ids: ids)
+        plan.controllingTTY = spec.ptySlave != nil   // pty
         let prepared = ownership.prepareLeaf(record.handle)
         let leaf = prepared?.path
         if let prepared, prepared.dirFD >= 0 {

@@ -13,6 +13,8 @@ public struct SpawnPlan {
     public var cgroupFD: Int32 = -1
     /// CLONE_FILES + CLOSE_RANGE_UNSHARE: every fd of the plan must be below `keepBelow`.
     public var keepBelow: UInt32? = nil
+    /// pty: `stdin` is a pty slave that becomes the child's controlling terminal.
+    public var controllingTTY = false
     public init(path: String, argv: [String], env: [String], cwd: String?, stdin: Int32, stdout: Int32, stderr: Int32,
                 ids: (uid: UInt32, gid: UInt32, groups: [UInt32])?) {
         self.path = path; self.argv = argv; self.env = env; self.cwd = cwd
@@ -62,6 +64,7 @@ public enum Proc {
                             }
                             p.cgroup_fd = plan.cgroupFD
                             if let k = plan.keepBelow { p.share_files = 1; p.keep_below = k }
+                            p.controlling_tty = plan.controllingTTY ? 1 : 0   // pty
                             let pid = tend_spawn(&p)
                             if pid < 0 { throw lastError("clone") }
                             if p.failed_step != 0 {
@@ -93,6 +96,7 @@ public enum Proc {
         case Int(TEND_STEP_SETGROUPS): return "setgroups"
         case Int(TEND_STEP_SETGID): return "setgid"
         case Int(TEND_STEP_SETUID): return "setuid"
+        case Int(TEND_STEP_CTTY): return "TIOCSCTTY"
         default: return "execve"
         }
     }

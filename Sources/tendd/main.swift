@@ -22,6 +22,8 @@ usage: tendd [--listen ADDR]... --token-file PATH [options]
   --idle-timeout-ms N      idle keep-alive connections are closed after this (default 60000)
   --sse-keepalive-ms N     SSE comment after this much silence (default 15000)
   --drain-ms N             after the leader exits, how long streams wait for pipes held by descendants (default 2000)
+  --pty-idle-s N           a PTY session with no client for this long is killed (default 300)
+  --pty-keep-exited-s N    an exited PTY session stays listed this long (default 60)
   --shutdown-grace-ms N    on SIGTERM: TERM children, KILL after this (default 5000)
   --pipe-size N            capture pipe size, F_SETPIPE_SZ (default 1048576)
   --no-cgroup              own process trees without cgroup v2 (process group + subreaper + /proc scan);
@@ -78,6 +80,8 @@ while let a = args.popFirst() {
     case "--idle-timeout-ms": config.idleTimeoutMs = Int64(max(1, number(flag)))
     case "--sse-keepalive-ms": config.sseKeepaliveMs = Int64(max(10, number(flag)))
     case "--drain-ms": config.drainMs = Int64(number(flag))
+    case "--pty-idle-s": config.ptyIdleMs = Int64(max(1, number(flag))) * 1000          // pty
+    case "--pty-keep-exited-s": config.ptyKeepExitedMs = Int64(number(flag)) * 1000     // pty
     case "--shutdown-grace-ms": config.shutdownGraceMs = Int64(number(flag))
     case "--pipe-size": config.pipeSize = Int32(clamping: number(flag))
     case "--no-cgroup": config.noCgroup = true

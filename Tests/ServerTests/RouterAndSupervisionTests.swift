@@ -26,6 +26,13 @@ final class RouterTests: XCTestCase {
             case .follow(let p, let f, let tagged): return "follow \(p) \(f.rawValue) \(tagged)"
             case .raw(let p, let s): return "raw \(p) \(s.rawValue)"
             case .files(let op): return "files \(op)"   // files
+            case .tunnelTCP: return "tunnel"
+            case .ptyList: return "pty-list"
+            case .ptyCreate: return "pty-create"
+            case .ptyGet(let id): return "pty-get \(id)"
+            case .ptyDelete(let id): return "pty-delete \(id)"
+            case .ptyResize(let id): return "pty-resize \(id)"
+            case .ptyWS(let id): return "pty-ws \(id)"
             }
         }
     }
@@ -67,11 +74,26 @@ final class RouterTests: XCTestCase {
             ("GET", "/api/v2/health", "404 NOT_FOUND"),
             ("GET", "/", "404 NOT_FOUND"),
             ("GET", "api/v1/health", "404 NOT_FOUND"),
+            ("GET", "/api/v1/tunnels/tcp", "tunnel"),
+            ("POST", "/api/v1/tunnels/tcp", "405 METHOD_NOT_ALLOWED"),
+            ("GET", "/api/v1/tunnels/udp", "404 NOT_FOUND"),
+            ("GET", "/api/v1/pty", "pty-list"),
+            ("POST", "/api/v1/pty", "pty-create"),
+            ("DELETE", "/api/v1/pty", "405 METHOD_NOT_ALLOWED"),
+            ("GET", "/api/v1/pty/abc", "pty-get abc"),
+            ("DELETE", "/api/v1/pty/abc", "pty-delete abc"),
+            ("POST", "/api/v1/pty/abc", "405 METHOD_NOT_ALLOWED"),
+            ("POST", "/api/v1/pty/abc/resize", "pty-resize abc"),
+            ("GET", "/api/v1/pty/abc/resize", "405 METHOD_NOT_ALLOWED"),
+            ("GET", "/api/v1/pty/abc/ws", "pty-ws abc"),
+            ("GET", "/api/v1/pty/%zz/ws", "400 INVALID_REQUEST"),
+            ("GET", "/api/v1/pty/abc/nope", "404 NOT_FOUND"),
         ]
         for (m, p, want) in table {
             XCTAssertEqual(name(Router.route(method: m, path: p)), want, "\(m) \(p)")
         }
         XCTAssertEqual(Router.allowed("/api/v1/processes/7"), "GET, DELETE")
+        XCTAssertEqual(Router.allowed("/api/v1/pty/abc"), "GET, DELETE")
     }
 }
 

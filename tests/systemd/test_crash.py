@@ -259,3 +259,92 @@ def test_stop_still_stops_everything(mgr):
     wait_for(lambda: mgr.marked_pids() == [], 5, "every child to be gone after stop")
     st, body = req(mgr, "GET", "/api/v1/processes")    # socket activation starts a clean daemon
     assert st == 200 and body["processes"] == [], body
+
+
+class _WS:
+    """A minimal WebSocket client for the PTY session (masked frames out, frames in)."""
+
+    def __init__(self, mgr: Manager, path: str, pty_token: str):
+        import base64
+        s = socket.create_connection(("127.0.0.1", mgr.port), timeout=20)
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {mgr.token}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
+                  f"X-PTY-Token: {pty_token}\r\n\r\n".encode())
+        self.sock, self.buf = s, b""
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def _fill(self):
+        c = self.sock.recv(65536)
+        if not c:
+            raise EOFError("closed")
+        self.buf += c
+
+    def _exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def send(self, payload: bytes):
+        n = len(payload)
+        head = bytes([0x82, 0x80 | n]) if n < 126 else bytes([0x82, 0x80 | 126]) + n.to_bytes(2, "big")
+        self.sock.sendall(head + b"\0\0\0\0" + payload)          # mask key 0: the payload as is
+
+    def recv(self) -> tuple[int, bytes]:
+        b0, b1 = self._exact(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = int.from_bytes(self._exact(2), "big")
+        elif n == 127:
+            n = int.from_bytes(self._exact(8), "big")
+        return b0 & 0x0F, self._exact(n)
+
+    def output_until(self, needle: bytes) -> tuple[bytes, int | None]:
+        out = b""
+        while needle not in out:
+            op, p = self.recv()
+            if op == 8:
+                return out, None
+            if p[:1] == b"\x00":
+                out += p[1:]
+            elif p[:1] == b"\x03":
+                return out, int.from_bytes(p[1:5], "big", signed=True)
+        return out, None
+
+
+def test_pty_session_survives_a_crash(mgr, tmp_path):
+    """The pty master and the unread output (the backlog's memfd) are in the fd store: after a SIGKILL and
+    systemd's restart, a client reconnects with the same token and continues the same terminal."""
+    st, _ = req(mgr, "GET", "/api/v1/health")
+    assert st == 200
+    daemon = mgr.main_pid()
+    flag = tmp_path / "flag"
+    st, s = req(mgr, "POST", "/api/v1/pty", {"command": "/bin/sh", "args": ["-c",
+                "stty -echo; echo started; read x; head -c 300000 /dev/zero | tr -c z z; echo pending-$x;"
+                f" touch {flag}; read y; echo after-$y; exit 6"]})
+    assert st == 201, (s, mgr.tail())
+    path = f"/api/v1/pty/{s['session_id']}/ws"
+    a = _WS(mgr, path, s["token"])
+    a.send(b"\x02")
+    assert b"started" in a.output_until(b"started")[0]
+    a.send(b"\x00one\n")
+    a.sock.close()
+    wait_for(flag.exists, 10, "the child to print while no client is attached")
+
+    os.kill(daemon, signal.SIGKILL)
+    st, info = req(mgr, "GET", f"/api/v1/pty/{s['session_id']}")     # systemd restarts tendd
+    assert st == 200 and info["is_alive"] is True, (st, info, mgr.tail())
+    assert mgr.main_pid() not in (0, daemon)
+    assert "msg=\"pty session adopted\"" in mgr.log.read_text(), mgr.tail()
+    b = _WS(mgr, path, s["token"])
+    b.send(b"\x02")
+    out, _ = b.output_until(b"pending-one")
+    assert out.count(b"z") == 300000, out.count(b"z")
+    b.send(b"\x00two\n")
+    out, code = b.output_until(b"\x00never")
+    assert b"after-two" in out and code == 6
+    b.sock.close()
