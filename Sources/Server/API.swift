@@ -249,15 +249,22 @@ extension Server {
         appendJSONInt(Int64(p.pid), to: &out)
         out.append(contentsOf: ",\"lines\":[".utf8)
         var n: Int64 = 0
-        var seq = p.journal.headSeq
+        // retention (issue 13): every retained line, from the disk tier and the memory journal.
+        var seq = p.journal.oldestSeq
+        var stalls = 0
         while seq < p.journal.nextSeq {
-            let next = p.journal.read(from: seq, filter: filter, maxLines: 4096) { e in
+            if let g = p.journal.gap(at: seq, knownBytes: nil) { seq = g.resume; continue }
+            let (next, _) = p.journal.readRetained(from: seq, filter: filter, maxLines: 4096) { e in
                 if n > 0 { out.append(0x2C) }
                 appendJSONString(e.text, to: &out)
                 n += 1
                 return true
             }
-            if next == seq { break }
+            if next == seq {
+                stalls += 1
+                if seq >= p.journal.headSeq || stalls > 2 { break }
+                continue
+            }
             seq = next
         }
         out.append(contentsOf: "],\"line_count\":".utf8)

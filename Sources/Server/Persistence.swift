@@ -195,6 +195,7 @@ extension Server {
                 output = makeOutput(handle: h, maxBytes: maxBytes, maxLineBytes: maxLine, rawBytes: rawBytes)
             }
             let p = ProcessRecord(handle: h, spec: spec, output: output!)
+            attachRetention(p)   // retention (issue 13): recovers its segment files
             if let region = p.region { persistence?.store(region.fd, h, "jnl") }
             p.pid = Int32(pid64)
             if case .int(let t)? = entry["started_at"] { p.startedAt = t }

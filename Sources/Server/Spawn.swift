@@ -18,6 +18,7 @@ extension Server {
         let output = makeOutput(handle: nextHandle, maxBytes: config.journalBytes, maxLineBytes: config.maxLineBytes,
                                 rawBytes: config.rawBytes)
         let record = ProcessRecord(handle: nextHandle, spec: spec, output: output)
+        attachRetention(record)   // retention (issue 13)
         let region = record.region
         if let m = spec.managed { record.managed = ManagedState(spec: m, handle: nextHandle) }
         try launch(record)
