@@ -186,11 +186,12 @@ public final class DiskRetention {
         enforceBudgets(t)
     }
 
-    func failed(_ what: String, lines: UInt64) {
+    /// Lines lost to a fault; `suspend`: a write failed or was slow, so spilling pauses for `suspendMs`.
+    func failed(_ what: String, lines: UInt64, suspend: Bool = true) {
         failedLines &+= lines
         unloggedFailures &+= lines
-        suspendedUntil = clock() &+ suspendMs
         let now = clock()
+        if suspend { suspendedUntil = now &+ suspendMs }
         if now >= lastLog &+ 10_000 {
             lastLog = now
             log("msg=\"output retention: disk tier dropping lines\" reason=\"\(what)\" lines=\(unloggedFailures) dir=\"\(dir)\"")
@@ -470,7 +471,7 @@ public final class DiskTier: JournalSpill {
         let b = s.batches[i]
         guard b.firstSeq <= seq else { return nil }
         guard let p = owner.load(self, s, b) else {
-            owner.failed("cannot read \(owner.path(handle, s.order))", lines: s.lines)
+            owner.failed("cannot read \(owner.path(handle, s.order))", lines: s.lines, suspend: false)
             owner.evict(self, s, count: false)
             return nil
         }
