@@ -142,6 +142,7 @@ public final class DiskRetention {
             tiers[handle] = tier
             for order in (found.removeValue(forKey: handle) ?? []).sorted() { tier.recover(order) }
         }
+        tier.cut(at: journal.headSeq)
         journal.spill = tier
         enforceBudgets(tier)
         return tier
@@ -378,6 +379,56 @@ public final class DiskTier: JournalSpill {
         bytes += n
         owner.added(n)
         if took > owner.slowWriteMs { owner.failed("slow disk: a write of \(n) bytes took \(took) ms", lines: 0) }
+    }
+
+    /// After recovery: the disk keeps only lines below the journal's head `h`. Lines at or above it are
+    /// in memory, or were spilled within one journal call and never committed (the journal gives their
+    /// seqs to other lines now). A batch across `h` is rewritten shortened into a new segment before the
+    /// old copy is cut off (a crash in between leaves the old copy, and the next recovery cuts again).
+    func cut(at h: UInt64) {
+        owner.flush()
+        while let s = segments.last, let b = s.batches.last, b.endSeq > h {
+            if b.firstSeq < h, let p = owner.load(self, s, b) {
+                var len = 0
+                for _ in 0..<Int(h - b.firstSeq) { len += recordHeader + Int(ld(p, headerSize + len, UInt32.self) & ~diskStderrBit) }
+                let w = owner.wbuf
+                w.copyMemory(from: p, byteCount: headerSize + len)
+                st(w, 4, UInt32(len))
+                st(w, 16, UInt32(h - b.firstSeq))
+                st(w + headerSize + len, 0, trailerMagic)
+                st(w + headerSize + len, 4, UInt32(len))
+                st(w + headerSize + len, 8, b.firstSeq)
+                owner.rkey = nil
+                let short = BatchRef(firstSeq: b.firstSeq, count: Int(h - b.firstSeq), offset: 0, payloadLen: len,
+                                     bytesBefore: b.bytesBefore, baseTs: b.baseTs)
+                dropLast(s)
+                pending = [short]
+                needNewSegment = true
+                writeOut(UnsafeRawBufferPointer(start: w, count: short.size))
+                pending.removeAll()
+                break
+            }
+            dropLast(s)
+        }
+        spilledEnd = endSeq
+    }
+
+    /// Cuts the last batch off segment `s` (the file too); an empty segment goes.
+    private func dropLast(_ s: Segment) {
+        let b = s.batches.removeLast()
+        if let fd = try? FD.open(owner.path(handle, s.order), flags: FD.readWrite) {
+            try? FD.truncate(fd, to: b.offset)
+            FD.close(fd)
+        }
+        let freed = s.size - b.offset
+        s.size = b.offset
+        bytes -= freed
+        owner.added(-freed)
+        if owner.rkey?.1 == s.order { owner.rkey = nil }
+        if s.batches.isEmpty {
+            FD.unlink(owner.path(handle, s.order))
+            segments.removeAll { $0 === s }
+        }
     }
 
     // MARK: recovery
