@@ -177,6 +177,11 @@ extension Server {
                 return .noContent
             case .output(let id, let filter, _):
                 let p = try lookup(id)
+                // retention (issue 13): output that reaches into the disk tier is streamed (OutputList.swift).
+                if p.journal.oldestSeq < p.journal.headSeq {
+                    connection.beginStream(headers: [("Content-Type", "application/json")])
+                    return .streaming(OutputList(connection: connection, process: p, filter: filter))
+                }
                 return .rawJSON(200, outputResponse(p, filter))
             case .raw(let id, let stream):
                 return try rawOutput(try lookup(id), stream, head, connection)
@@ -249,22 +254,15 @@ extension Server {
         appendJSONInt(Int64(p.pid), to: &out)
         out.append(contentsOf: ",\"lines\":[".utf8)
         var n: Int64 = 0
-        // retention (issue 13): every retained line, from the disk tier and the memory journal.
-        var seq = p.journal.oldestSeq
-        var stalls = 0
+        var seq = p.journal.headSeq
         while seq < p.journal.nextSeq {
-            if let g = p.journal.gap(at: seq, knownBytes: nil) { seq = g.resume; continue }
-            let (next, _) = p.journal.readRetained(from: seq, filter: filter, maxLines: 4096) { e in
+            let next = p.journal.read(from: seq, filter: filter, maxLines: 4096) { e in
                 if n > 0 { out.append(0x2C) }
                 appendJSONString(e.text, to: &out)
                 n += 1
                 return true
             }
-            if next == seq {
-                stalls += 1
-                if seq >= p.journal.headSeq || stalls > 2 { break }
-                continue
-            }
+            if next == seq { break }
             seq = next
         }
         out.append(contentsOf: "],\"line_count\":".utf8)
