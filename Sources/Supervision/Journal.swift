@@ -957,7 +957,9 @@ private struct JournalCore {
         if end > headPos &+ ringSize64 {
             // The ring itself is full (only with many time-base records): drop lines until it fits.
             let first = headSeq, before = droppedBytes
-            while end > headPos &+ ringSize64 && headSeq < nextSeq { dropSpilling() }
+            while end > headPos &+ ringSize64 && headSeq < nextSeq {
+                if let sink = spill { dropSpilling(sink) } else { dropRecord() }
+            }
             if headSeq == nextSeq { emptyRing() }
             if headSeq > first { recordDrop(first, before) }
         }
@@ -999,16 +1001,15 @@ private struct JournalCore {
         }
     }
 
-    /// Drops the line at the head after handing it to the spill sink (retention, issue 13), if any.
-    mutating func dropSpilling() {
-        if let sink = spill {
-            let w = skipToLine(ring, ringSize, &headPos, &headPhys, &headBase)
-            let len = Int(w & lenMask)
-            let delta = Int64(ring.loadUnaligned(fromByteOffset: headPhys &+ 4, as: Int32.self))
-            sink.spillLine(seq: headSeq, stream: w & stderrBit != 0 ? .stderr : .stdout, timestampMs: headBase &+ delta,
-                           text: UnsafeRawBufferPointer(start: ring + (headPhys &+ lineOverhead), count: len),
-                           bytesBefore: droppedBytes)
-        }
+    /// Drops the line at the head after handing it to the spill sink (retention, issue 13).
+    @inline(__always)
+    mutating func dropSpilling(_ sink: JournalSpill) {
+        let w = skipToLine(ring, ringSize, &headPos, &headPhys, &headBase)
+        let len = Int(w & lenMask)
+        let delta = Int64(ring.loadUnaligned(fromByteOffset: headPhys &+ 4, as: Int32.self))
+        sink.spillLine(seq: headSeq, stream: w & stderrBit != 0 ? .stderr : .stdout, timestampMs: headBase &+ delta,
+                       text: UnsafeRawBufferPointer(start: ring + (headPhys &+ lineOverhead), count: len),
+                       bytesBefore: droppedBytes)
         dropRecord()
     }
 
@@ -1041,7 +1042,9 @@ private struct JournalCore {
         let target = max(retainedCost &+ extra &- maxBytes, dropTarget)
         let first = headSeq, before = droppedBytes, startCost = retainedCost
         // Retention (issue 13): with a disk tier every line is handed over, one at a time.
-        while spill != nil && headSeq < nextSeq && startCost &- retainedCost < target { dropSpilling() }
+        if let sink = spill {
+            while headSeq < nextSeq && startCost &- retainedCost < target { dropSpilling(sink) }
+        }
         while headSeq < nextSeq {
             let dropped = startCost &- retainedCost
             if dropped >= target { break }
