@@ -165,6 +165,30 @@ final class DiskTierTests: XCTestCase {
         XCTAssertEqual(try! FileManager.default.contentsOfDirectory(atPath: dir), [])
     }
 
+    func testSlowDiskSuspendsSpillingAndTheLossIsAGap() {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // A clock that jumps 600 ms at every reading: every write looks slow (> 500 ms).
+        var now: Int64 = 0
+        var slow = false
+        let r = try! DiskRetention(dir: dir, processBudget: 64 << 20, totalBudget: nil, maxLineBytes: 4096,
+                                   log: { _ in }, clock: { now += slow ? 600 : 1; return now })
+        let j = Journal(maxBytes: 16 << 10, maxLineBytes: 4096)
+        r.attach(j, handle: 1)
+        var rng = Rng(state: 5), ts: Int64 = 0
+        var want = feed(j, from: 0, count: 5_000, rng: &rng, ts: &ts)
+        slow = true
+        want += feed(j, from: 5_000, count: 20_000, rng: &rng, ts: &ts)
+        XCTAssertGreaterThan(r.failedLines, 0)
+        let (got, gaps) = readAll(j)
+        XCTAssertFalse(gaps.isEmpty)
+        // What was read is exactly the lines kept; lines + gaps account for every line once.
+        XCTAssertEqual(UInt64(got.count) + gaps.reduce(0) { $0 + $1.0 }, UInt64(want.count))
+        XCTAssertTrue(got.allSatisfy { want[Int($0.seq) - 1] == $0 })
+        // The memory journal's newest lines are all there.
+        XCTAssertEqual(got.last, want.last)
+    }
+
     /// kill -9 after an append: the region as committed, the segment files as written up to any later byte.
     func testCrashAtAnyCommitRecoversExactlyTheCommittedLines() throws {
         let maxBytes = 8 << 10, maxLine = 1024
