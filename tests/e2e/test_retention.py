@@ -122,6 +122,8 @@ def test_sdk_reads_50mb_and_timestamps_survive_spill(daemon_factory, tmp_path):
         wait_done(d, p.pid, timeout=120)
         want = [f"{i:099d}" for i in range(1, n + 1)]
         assert sb.get_stdout(p.pid).lines == want
+        assert sb.get_output(p.pid).lines == want
+        assert [e.line for e in sb.follow_output(p.pid)] == want
         events = follow_all(d, p.pid)
         got, gap = check_sequence(events, n, lambda i: f"{i:099d}")
         assert (got, gap) == (n, 0)
