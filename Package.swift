@@ -1,6 +1,8 @@
 // swift-tools-version:6.0
 // tend: a process-management daemon (tendd) and its CLI (tend).
 // Dependencies point one way: tendd -> Server -> {HTTP1, JSON, Supervision, Reactor} -> Sys -> CShims.
+// Supervision holds the pure lifecycle machine (ProcessMachine) and the output stores; Server composes
+// the components (Connection, ProcessTable, Lifecycle, Persistence, Ownership, ...) on the one loop.
 import PackageDescription
 
 let package = Package(
@@ -10,7 +12,7 @@ let package = Package(
         .executable(name: "tendd", targets: ["tendd"]),
         .executable(name: "tend", targets: ["tend"]),
         // Hardening: library products so the separate fuzz package (fuzz/, built with -sanitize=fuzzer)
-        // can link the parsers, the journal and the request decoders. Not used by the normal build.
+        // can link the parsers, the journal and the pure request decoders (Router, RequestDecoding).
         .library(name: "TendHTTP1", targets: ["HTTP1"]),
         .library(name: "TendJSON", targets: ["JSON"]),
         .library(name: "TendSupervision", targets: ["Supervision"]),

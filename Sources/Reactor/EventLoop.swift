@@ -45,6 +45,8 @@ public final class EventLoop {
     private var deferred: [() -> Void] = []
     private var beforeSleepHooks: [() -> Void] = []
     private var lateEvents: [(Registration, EpollEvents)] = []
+    /// Registrations whose interest change the kernel refused: reported to their handler as `.error`.
+    private var failed: [Registration] = []
 
     /// Monotonic milliseconds, read once per iteration.
     public private(set) var now: Int64
@@ -77,11 +79,17 @@ public final class EventLoop {
         return reg
     }
 
-    /// Changes the interest set (a no-op if unchanged).
+    /// Changes the interest set (a no-op if unchanged). If the kernel refuses (out of memory), the
+    /// handler gets an `.error` event in the next iteration, so its owner closes it rather than waiting
+    /// for readiness that will never be reported.
     public func setInterest(_ reg: Registration, _ interest: EpollEvents) {
         guard isLive(reg), slots[Int(reg.slot)].interest != interest else { return }
         slots[Int(reg.slot)].interest = interest
-        try? epoll.modify(slots[Int(reg.slot)].fd, events: interest, data: reg.data)
+        do {
+            try epoll.modify(slots[Int(reg.slot)].fd, events: interest, data: reg.data)
+        } catch {
+            failed.append(reg)
+        }
     }
 
     public func interest(_ reg: Registration) -> EpollEvents {
@@ -140,7 +148,7 @@ public final class EventLoop {
     public func runOnce(maxWaitMs: Int64 = -1) throws {
         iterations &+= 1
         var timeout = maxWaitMs
-        if !deferred.isEmpty { timeout = 0 }
+        if !deferred.isEmpty || !failed.isEmpty { timeout = 0 }
         if let next = nextDeadline() {
             let until = max(0, next - Clock.monotonicMs())
             timeout = timeout < 0 ? until : min(timeout, until)
@@ -156,6 +164,11 @@ public final class EventLoop {
             }
         }
         now = Clock.monotonicMs()
+        if !failed.isEmpty {
+            let f = failed
+            failed.removeAll()
+            for reg in f where isLive(reg) { slots[Int(reg.slot)].handler?.handle(.error, self) }
+        }
         if !lateEvents.isEmpty {
             let late = lateEvents
             lateEvents.removeAll(keepingCapacity: true)
@@ -232,5 +245,51 @@ struct TimerHeap {
             }
         }
         return top
+    }
+}
+
+/// One fd and its registration with the loop, owned by one value: `close()` takes the fd out of epoll and
+/// then closes it, exactly once (a second call does nothing). Owners (pipes, sockets, probes) hold one
+/// instead of a raw fd and a registration that could be closed in the wrong order or twice. Debug builds
+/// trap when an owner is dropped with its fd still open (a leak).
+public final class WatchedFD {
+    public private(set) var fd: Int32
+    public private(set) var reg: Registration?
+    private unowned let loop: EventLoop
+
+    public init(_ fd: Int32, loop: EventLoop) {
+        self.fd = fd
+        self.loop = loop
+    }
+
+    public var isOpen: Bool { fd >= 0 }
+    public var isWatched: Bool { reg != nil }
+
+    /// Registers the fd (once); a failure is thrown to the caller, never dropped.
+    public func watch(_ interest: EpollEvents, late: Bool = false, handler: EventHandler) throws {
+        precondition(fd >= 0 && reg == nil, "watch of a closed or already watched fd")
+        reg = try loop.register(fd, interest, late: late, handler: handler)
+    }
+
+    /// Takes the fd out of epoll and keeps it open.
+    public func unwatch() {
+        if let reg { loop.deregister(reg) }
+        reg = nil
+    }
+
+    public func setInterest(_ interest: EpollEvents) {
+        if let reg { loop.setInterest(reg, interest) }
+    }
+
+    /// Deregisters, then closes the fd. Idempotent.
+    public func close() {
+        guard fd >= 0 else { return }
+        unwatch()
+        FD.close(fd)
+        fd = -1
+    }
+
+    deinit {
+        assert(fd < 0, "WatchedFD dropped with fd \(fd) still open")
     }
 }

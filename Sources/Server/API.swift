@@ -34,9 +34,10 @@ extension Server {
         Socket.setNoDelay(fd)
         let c = Connection(server: self, fd: fd)
         do {
-            c.reg = try loop.register(fd, [.input, .readHangup], handler: c)
+            try c.io.watch([.input, .readHangup], handler: c)
         } catch {
-            FD.close(fd)
+            log.warn("msg=\"cannot watch a new connection, closing it\" error=\(Log.q("\(error)"))")
+            c.io.close()
             return
         }
         connections[ObjectIdentifier(c)] = c
@@ -73,55 +74,47 @@ extension Server {
                 return .response(200, .object([
                     ("version", .string(tendVersion)),
                     ("uptime_secs", .int((Clock.monotonicMs() - startedAtMono) / 1000)),
-                    ("running_processes", .int(Int64(runningCount))),
-                    ("total_processes", .int(Int64(processes.count))),
+                    ("running_processes", .int(Int64(table.runningCount))),
+                    ("total_processes", .int(Int64(table.processes.count))),
                 ]), [])
             case .listProcesses:
-                let list = processes.values.sorted { $0.handle < $1.handle }.map(processInfo)
+                let list = table.processes.values.sorted { $0.handle < $1.handle }.map(processInfo)
                 return .response(200, .object([("processes", .array(list))]), [])
             case .startProcess:
-                let spec = try decodeStart(body)
+                let spec = try RequestDecoding.start(body)
                 let p = try startProcess(spec)
                 return .response(201, processInfo(p), [])
             case .run:
-                var spec = try decodeStart(body, forRun: true)
+                var spec = try RequestDecoding.start(body, forRun: true)
                 spec.stdinMode = .closed
                 spec.stdoutMode = .capture
                 spec.stderrMode = .capture
                 let p = try startProcess(spec)
                 p.isRun = true
-                if let t = spec.timeoutMs {
-                    p.timeoutTimer = loop.schedule(afterMs: t) { [weak self, weak p] in
-                        guard let self, let p, p.isRunning else { return }
-                        p.timedOut = true
-                        self.log.info("msg=\"run timed out\" pid=\(p.pid) timeout_ms=\(t)")
-                        self.ownership.signalTree(p, Signal.kill)
-                    }
-                }
                 connection.beginStream(headers: [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
                                                  ("X-Accel-Buffering", "no")])
                 let f = Follower(connection: connection, process: p, filter: .both, tagStream: true, after: nil, run: true)
                 p.followers[ObjectIdentifier(f)] = f
+                p.runReader = f
                 return .streaming(f)
             case .getProcess(let id):
                 return .response(200, processInfo(try lookup(id)), [])
             case .deleteProcess(let id):
                 let p = try lookup(id)
-                if let m = p.managed {
-                    stopManaged(p)
-                    log.info("msg=\"managed process stopping\" id=\(Log.q(m.id)) pid=\(p.pid) grace_ms=\(m.spec.stopGraceMs)")
-                    guard p.isRunning else { return .noContent }
-                    waitForExit(p, connection: connection, timeoutMs: m.spec.stopGraceMs + 2000) { .noContent }
-                    return .pending
-                }
+                // A managed process: TERM, KILL after its stop_grace_ms; a plain one: KILL at once.
+                let grace = p.managed?.spec.stopGraceMs ?? 0
+                send(p, .stopRequested(Teardown(graceMs: grace)))
                 guard p.isRunning else { return .noContent }
-                ownership.signalTree(p, Signal.kill)
-                log.info("msg=\"process killed\" pid=\(p.pid) handle=\(p.handle)")
-                waitForExit(p, connection: connection, timeoutMs: 2000) { .noContent }
+                if let m = p.managed {
+                    log.info("msg=\"managed process stopping\" id=\(Log.q(m.id)) pid=\(p.pid) grace_ms=\(grace)")
+                } else {
+                    log.info("msg=\"process killed\" pid=\(p.pid) handle=\(p.handle)")
+                }
+                waitForExit(p, connection: connection, timeoutMs: grace + 2000) { .noContent }
                 return .pending
             case .signal(let id):
                 let p = try lookup(id)
-                let sig = try decodeSignal(body)
+                let sig = try RequestDecoding.signal(body)
                 guard p.isRunning else { throw APIError(400, "PROCESS_NOT_RUNNING", "process \(p.pid) is not running") }
                 // Like terminal job control: the process group; SIGKILL also reaches setsid'd descendants.
                 if sig == Signal.kill { ownership.signalTree(p, sig) } else { ownership.signalGroup(p, sig) }
@@ -133,33 +126,21 @@ extension Server {
                     throw APIError(400, "NOT_MANAGED", "process \(p.pid) is not a managed process; only managed processes (started with name, restart or health_check) can be restarted")
                 }
                 if stopping { throw APIError(503, "LIMIT_REACHED", "tendd is shutting down") }
-                let before = m.restartCount
+                if p.machine.isRetired, let n = m.spec.name, let other = table.names[n], other !== p, !other.machine.isRetired {
+                    throw APIError(409, "NAME_IN_USE", "another managed process named \(Router.clip(n)) is running")
+                }
+                let before = p.machine.restartCount
                 m.restartWaiters.append { [weak self, weak connection, weak p] in
                     guard let self, let connection, let p else { return }
-                    if let mm = p.managed, mm.restartCount > before, p.isRunning {
+                    if p.machine.restartCount > before, p.isRunning {
                         connection.complete(.response(200, self.processInfo(p), []))
                     } else {
-                        connection.complete(.error(APIError(500, "SPAWN_FAILED", "restart failed: \(p.managed?.lastError ?? "unknown error")")))
+                        connection.complete(.error(APIError(500, "SPAWN_FAILED", "restart failed: \(p.managed?.lastError ?? p.machine.stopReason ?? "unknown error")")))
                     }
                 }
-                m.stopRequested = false
-                loop.cancel(m.restartTimer); m.restartTimer = nil
-                if p.isRunning {
-                    m.restartRequested = true
-                    ownership.signalTree(p, Signal.term)
-                    loop.cancel(m.killTimer)
-                    m.killTimer = loop.schedule(afterMs: m.spec.stopGraceMs) { [weak self, weak p] in
-                        guard let self, let p, p.isRunning else { return }
-                        self.ownership.signalTree(p, Signal.kill)
-                    }
-                } else {
-                    if let n = m.spec.name, let other = names[n], other !== p, other.managed?.status != .stopped {
-                        throw APIError(409, "NAME_IN_USE", "another managed process named \(Router.clip(n)) is running")
-                    }
-                    if let n = m.spec.name { names[n] = p; m.nameReleased = false }
-                    relaunch(p, reason: "restart requested")
-                }
+                if p.machine.isRetired, let n = m.spec.name { table.names[n] = p; m.nameReleased = false }
                 log.info("msg=\"restart requested\" id=\(Log.q(m.id))")
+                send(p, .restartRequested)
                 return .pending
             case .stdin(let id):
                 let p = try lookup(id)
@@ -216,13 +197,9 @@ extension Server {
         } catch let e as APIError { return .failure(e) } catch { return .failure(APIError(500, "INTERNAL_ERROR", "\(error)")) }
     }
 
-    /// Finds a process by PID (all digits) or, later, by managed name.
+    /// Finds a process by PID (all digits) or by managed name.
     func lookup(_ id: String) throws -> ProcessRecord {
-        if !id.isEmpty, id.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
-            if let pid = Int32(id), let p = processes[pid] { return p }
-        } else if let p = names[id] {
-            return p
-        }
+        if let p = table.lookup(id) { return p }
         throw APIError.processNotFound(Router.clip(id))
     }
 
@@ -293,126 +270,8 @@ extension Server {
             ("args", .array(p.spec.args.map { .string($0) })),
             ("started_at", .int(p.startedAt)),
             ("ended_at", p.endedAt.map { .int($0) } ?? .null),
-            ("managed", p.managed?.json ?? .null),
+            ("managed", p.managed?.json(p.machine) ?? .null),
         ])
-    }
-
-    // MARK: request bodies
-
-    private func object(_ body: [UInt8]) throws -> JSONValue {
-        if body.isEmpty { throw APIError.invalid("request body must be a JSON object") }
-        let v: JSONValue
-        do { v = try parseJSON(body) } catch let e as JSONParseError {
-            throw APIError.invalid("invalid JSON at byte \(e.offset): \(e.message)")
-        }
-        guard case .object = v else { throw APIError.invalid("request body must be a JSON object") }
-        return v
-    }
-
-    func decodeSignal(_ body: [UInt8]) throws -> Int32 {
-        let o = try object(body)
-        guard let v = o["signal"], v != .null else { throw APIError.invalid("field 'signal' is required") }
-        guard case .int(let n) = v else { throw APIError.invalid("field 'signal' must be an integer") }
-        guard n >= 1 && n <= 64 else { throw APIError(400, "INVALID_SIGNAL", "signal \(n) is not between 1 and 64") }
-        return Int32(n)
-    }
-
-    func decodeStart(_ body: [UInt8], forRun: Bool = false) throws -> StartSpec {
-        let o = try object(body)
-        func string(_ k: String) throws -> String? {
-            guard let v = o[k], v != .null else { return nil }
-            guard case .string(let s) = v else { throw APIError.invalid("field '\(k)' must be a string") }
-            return s
-        }
-        guard let command = try string("command") else { throw APIError.invalid("field 'command' is required") }
-        guard !command.isEmpty else { throw APIError.invalid("field 'command' must not be empty") }
-        guard !command.utf8.contains(0) else { throw APIError.invalid("field 'command' must not contain NUL") }
-        var args: [String] = []
-        if let v = o["args"], v != .null {
-            guard case .array(let a) = v else { throw APIError.invalid("field 'args' must be an array of strings") }
-            for (i, x) in a.enumerated() {
-                guard case .string(let s) = x, !s.utf8.contains(0) else { throw APIError.invalid("field 'args[\(i)]' must be a string without NUL") }
-                args.append(s)
-            }
-        }
-        var env: [(String, String)] = []
-        if let v = o["env"], v != .null {
-            guard case .object(let kv) = v else { throw APIError.invalid("field 'env' must be an object of strings") }
-            for (k, x) in kv {
-                guard case .string(let s) = x else { throw APIError.invalid("field 'env.\(Router.clip(k))' must be a string") }   // hardening: clip the key
-                guard !k.isEmpty, !k.contains("="), !k.utf8.contains(0), !s.utf8.contains(0) else {
-                    throw APIError.invalid("field 'env' has an invalid variable name or value: \(Router.clip(k))")
-                }
-                env.append((k, s))
-            }
-        }
-        var spec = StartSpec(command: command, args: args, env: env, workingDir: try string("working_dir"), user: nil)
-        if let m = try string("stdin_mode") {
-            guard let mode = StdinMode(rawValue: m) else { throw APIError.invalid("field 'stdin_mode' must be \"closed\" or \"pipe\"") }
-            spec.stdinMode = mode
-        }
-        for (k, path) in [("stdout_mode", \StartSpec.stdoutMode), ("stderr_mode", \StartSpec.stderrMode)] {
-            if let m = try string(k) {
-                guard let mode = OutputMode(rawValue: m) else { throw APIError.invalid("field '\(k)' must be \"capture\" or \"discard\"") }
-                spec[keyPath: path] = mode
-            }
-        }
-        if let w = spec.workingDir, w.isEmpty || w.utf8.contains(0) { throw APIError.invalid("field 'working_dir' must be a non-empty path") }
-        spec.user = try decodeUser(o["user"])
-        if forRun {
-            for k in ["name", "restart", "health_check"] {
-                if let v = o[k], v != .null { throw APIError.invalid("field '\(k)' is not allowed for a one-shot run") }
-            }
-            if let t = o["timeout"], t != .null {
-                let secs: Double
-                switch t {
-                case .int(let n): secs = Double(n)
-                case .double(let d): secs = d
-                default: throw APIError.invalid("field 'timeout' must be a number of seconds")
-                }
-                guard secs > 0, secs.isFinite, secs <= 31_536_000 else { throw APIError.invalid("field 'timeout' must be > 0 seconds") }
-                spec.timeoutMs = max(1, Int64((secs * 1000).rounded(.up)))
-            }
-        } else {
-            spec.managed = try decodeManaged(o)
-        }
-        return spec
-    }
-
-    private func decodeUser(_ v: JSONValue?) throws -> UserSpec? {
-        guard let v, v != .null else { return nil }
-        switch v {
-        case .string(let s):
-            let t = s.trimmingSpaces
-            guard !t.isEmpty else { throw APIError.invalid("field 'user' must not be blank") }
-            if let colon = t.firstIndex(of: ":") {
-                guard let u = UInt32(t[..<colon]), let g = UInt32(t[t.index(after: colon)...]) else {
-                    throw APIError.invalid("field 'user' must be a name, a uid or uid:gid")
-                }
-                return .uid(u, gid: g)
-            }
-            if let u = UInt32(t) { return .uid(u, gid: nil) }
-            return .name(t)
-        case .object:
-            let name = v["name"], uid = v["uid"], gid = v["gid"]
-            var g: UInt32? = nil
-            if let gid, gid != .null {
-                guard case .int(let n) = gid, n >= 0, n <= Int64(UInt32.max) else { throw APIError.invalid("field 'user.gid' must be a non-negative integer") }
-                g = UInt32(n)
-            }
-            if let uid, uid != .null {
-                if let name, name != .null { throw APIError.invalid("field 'user' may not set both 'name' and 'uid'") }
-                guard case .int(let n) = uid, n >= 0, n <= Int64(UInt32.max) else { throw APIError.invalid("field 'user.uid' must be a non-negative integer") }
-                return .uid(UInt32(n), gid: g)
-            }
-            if let name, name != .null {
-                guard case .string(let s) = name, !s.trimmingSpaces.isEmpty else { throw APIError.invalid("field 'user.name' must be a non-empty string") }
-                return .name(s.trimmingSpaces)
-            }
-            throw APIError.invalid("field 'user' must set 'name' or 'uid'")
-        default:
-            throw APIError.invalid("field 'user' must be a string or an object")
-        }
     }
 }
 

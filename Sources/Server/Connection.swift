@@ -2,9 +2,21 @@
 // answered in order), reads bodies (Content-Length or chunked, streamed into a sink with
 // back-pressure), writes responses from a bounded output queue, and hosts at most one SSE stream.
 //
-// States: .readingHead -> .readingBody -> (handler) -> .readingHead | .streaming | .closing.
-// While a response or a stream is being produced no further request is parsed; bytes of a
-// pipelined request wait in the input buffer.
+// The connection machine (State):
+//   readingHead      waiting for / parsing a request head (header deadline, idle timeout)
+//   readingBody      a body is streamed into its sink (idle timeout per stalled body; stdin back-pressure)
+//   awaitingHandler  the handler answers later (DELETE, restart, stdin): no timeout applies here, the
+//                    handler bounds its own wait; the peer leaving is noticed and the answer dropped
+//   streaming        an SSE or raw stream: the peer's close (EPOLLRDHUP, a 0-byte read, RST) is watched
+//                    whether or not there is output to write, and ends the stream (a run's tree dies)
+//   closing          the last response is being flushed, then the fd closes (close timeout)
+// readingHead -> readingBody -> awaitingHandler -> readingHead | streaming | closing; streaming ->
+// readingHead | closing. While a response or a stream is being produced no further request is parsed;
+// bytes of a pipelined request wait in the input buffer.
+//
+// Closing is two steps: `close(reason:)` takes the fd out of epoll and detaches the stream at once; the fd
+// is closed and the server drops the connection in the loop's deferred phase, so a handler (a follower
+// pumping, a waiter answering) that caused the close is never running on a freed connection.
 import Sys
 import Reactor
 import HTTP1
@@ -12,12 +24,13 @@ import JSON
 import Supervision
 
 final class Connection: EventHandler {
-    enum State { case readingHead, readingBody, streaming, closing }
+    enum State { case readingHead, readingBody, awaitingHandler, streaming, closing }
     enum BodySink { case buffer, discard, stdin(StdinSink) }
 
     unowned let server: Server
-    let fd: Int32
-    var reg: Registration?
+    /// The socket and its registration: out of epoll at `close(reason:)`, closed in the deferred phase.
+    let io: WatchedFD
+    var fd: Int32 { io.fd }
     private(set) var state: State = .readingHead
     private(set) var closed = false
 
@@ -48,7 +61,7 @@ final class Connection: EventHandler {
 
     init(server: Server, fd: Int32) {
         self.server = server
-        self.fd = fd
+        io = WatchedFD(fd, loop: server.loop)
         lastActivity = server.loop.now
         lastWriteAt = server.loop.now
         acceptedAt = server.loop.now
@@ -60,8 +73,11 @@ final class Connection: EventHandler {
     // MARK: events
 
     func handle(_ events: EpollEvents, _ loop: EventLoop) {
+        // A stream's reader left (FIN: EPOLLRDHUP, even while its bytes have no room to be read).
+        if state == .streaming && events.contains(.readHangup) { close(reason: "peer closed the stream"); return }
         if events.contains(.input) || events.contains(.readHangup) { readAvailable() }
         if closed { return }
+        if peerClosed && state == .streaming { close(reason: "peer closed the stream"); return }
         if events.contains(.output) { flush() }
         if closed { return }
         if events.contains(.error) || (events.contains(.hangup) && !events.contains(.input)) { close(reason: "hangup"); return }
@@ -97,14 +113,16 @@ final class Connection: EventHandler {
 
     /// Reads while there is room and the state wants input; writes interest while output is blocked.
     private func updateInterest() {
-        guard let reg, !closed else { return }
+        guard !closed else { return }
         var want: EpollEvents = []
         let maxBuffered = server.config.maxHeaderBytes + (64 << 10)
-        if !peerClosed && unconsumed < maxBuffered { want.insert(.input); want.insert(.readHangup) }
+        if !peerClosed && unconsumed < maxBuffered { want.insert(.input) }
+        // The peer's close is watched in every state, with or without room for its bytes.
+        if !peerClosed { want.insert(.readHangup) }
         // EPOLLOUT only after a write would have blocked; queued output is otherwise written in the
         // loop's before-sleep phase without an epoll_ctl round trip.
         if writeBlocked && pendingOutput > 0 { want.insert(.output) }
-        server.loop.setInterest(reg, want)
+        io.setInterest(want)
     }
 
     // MARK: request processing
@@ -140,7 +158,7 @@ final class Connection: EventHandler {
                 if paused { return }
                 readBody()
                 if state == .readingBody { compact(); return }
-            case .streaming, .closing:
+            case .awaitingHandler, .streaming, .closing:
                 return
             }
         }
@@ -258,7 +276,7 @@ final class Connection: EventHandler {
 
     private func bodyComplete() {
         guard let head, let route else { return }
-        state = .closing  // until the handler decides
+        state = .awaitingHandler  // until the handler decides
         let outcome = server.handle(route, head: head, body: body, connection: self)
         body.removeAll(keepingCapacity: body.capacity <= 65536)
         complete(outcome)
@@ -283,7 +301,7 @@ final class Connection: EventHandler {
             follower = f
             f.pump()
         case .pending:
-            state = .closing      // no further request is parsed until `complete` is called again
+            state = .awaitingHandler   // no further request is parsed until `complete` is called again
             return
         }
         if state == .readingHead { server.loop.defer_ { [weak self] in self?.process() } }
@@ -464,9 +482,9 @@ final class Connection: EventHandler {
     func inFlight(now: Int64) -> Bool {
         if closed { return false }
         switch state {
-        case .readingBody: return true
+        case .readingBody, .awaitingHandler: return true
         case .streaming: return false                    // resumable by Last-Event-ID
-        case .closing: return pendingOutput > 0 || head != nil && route != nil
+        case .closing: return pendingOutput > 0
         case .readingHead:
             if unconsumed > 0 || pendingOutput > 0 { return true }
             return !servedAny && now - acceptedAt < 500  // connected, request not here yet
@@ -488,6 +506,9 @@ final class Connection: EventHandler {
             if !paused && now - lastActivity > server.config.idleTimeoutMs {
                 sendError(APIError(408, "REQUEST_TIMEOUT", "request body not received in time"), close: true)
             }
+        case .awaitingHandler:
+            // A request in progress answers, whatever its duration (its handler bounds the wait).
+            break
         case .streaming:
             // Hardening: a reader that accepted no byte for the idle timeout while output was queued has
             // stopped reading for good: drop it (the journal keeps the output; it can resume by id).
@@ -504,17 +525,21 @@ final class Connection: EventHandler {
         }
     }
 
+    /// Stops the connection now (no more events, the stream detached); the fd is closed and the server
+    /// drops it in the loop's deferred phase.
     func close(reason: String?) {
         guard !closed else { return }
         closed = true
         state = .closing
         if let reason { server.log.debug("msg=\"connection closed\" reason=\(Log.q(reason))") }
-        follower?.detach()
+        io.unwatch()
+        let f = follower
         follower = nil
-        if let reg { server.loop.deregister(reg) }
-        reg = nil
-        FD.close(fd)
-        server.connectionClosed(self)
+        f?.detach()
+        server.loop.defer_ { [self] in
+            io.close()
+            server.connectionClosed(self)
+        }
     }
 }
 

@@ -83,6 +83,7 @@ final class Follower {
             }
             if !produced { break }
         }
+        if run { process.readerProgressed() }
         if process.outputComplete && cursor >= journal.nextSeq && connection.pendingOutput < highWater {
             finished = true
             if run {
@@ -96,14 +97,18 @@ final class Follower {
         }
     }
 
-    /// The connection went away. A run's client disconnecting kills its command (the run owns its tree).
+    /// The connection went away. A run's client disconnecting kills its command (the run owns its tree);
+    /// its pipes are read again so that the dying tree is not held on them.
     func detach() {
         let wasFinished = finished
         finished = true
         process.followers[ObjectIdentifier(self)] = nil
-        if run && !wasFinished && process.isRunning {
+        guard run, !wasFinished else { return }
+        if process.runReader === self { process.runReader = nil }
+        for o in process.outputs { o.release() }
+        if process.isRunning {
             connection.server.log.info("msg=\"run client disconnected, killing\" pid=\(process.pid)")
-            connection.server.ownership.signalTree(process, 9)
+            connection.server.send(process, .clientLeft)
         }
     }
 
@@ -116,7 +121,7 @@ final class Follower {
         case .signaled(let s): sig = .int(Int64(s)); reason = "signaled"
         case .oomKilled: sig = .int(9); reason = "oom_killed"; oom = true
         }
-        if process.timedOut { reason = "timed_out"; code = .null; sig = .int(9) }
+        if process.machine.timedOut { reason = "timed_out"; code = .null; sig = .int(9) }
         var out = Array("event:exit\ndata:".utf8)
         JSONValue.object([("exit_code", code), ("signal", sig), ("oom_killed", .bool(oom)), ("reason", .string(reason))]).serialize(into: &out)
         out.append(contentsOf: "\n\n".utf8)

@@ -1,5 +1,6 @@
 // Ownership: each process owns its whole tree. With a writable cgroup v2 hierarchy every process
-// gets a leaf `<own cgroup>/tendd-<daemon pid>/p<handle>` that its leader joins at spawn time;
+// run gets a leaf `<own cgroup>/tendd-<daemon pid>/l<N>` from a pool of pre-made leaves (directory fds
+// open), and its leader is cloned straight into it (clone3 CLONE_INTO_CGROUP);
 // `cgroup.kill` ends the tree, setsid'd and double-forked descendants included. Without one, the
 // fallback is the process group plus a /proc scan: descendants by parent chain, and orphans
 // (re-parented to tendd, the subreaper) recognised by the marker variable every child inherits.

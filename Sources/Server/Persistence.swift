@@ -4,7 +4,7 @@
 //   - per process, in systemd's fd store (FDSTORE=1, FDPOLL=0) or handed to a re-executed image:
 //     `p<handle>.pid` (pidfd), `p<handle>.out` / `.err` (pipe read ends), `.in` (stdin write end),
 //     `.jnl` (the journal's memfd: all retained output, seqs, timestamps, partial lines);
-//   - `state.json` in the state directory (RuntimeDirectory=, kept across restarts): specs, statuses,
+//   - `daemon.json` and `p<handle>.json` in the state directory (RuntimeDirectory=, kept across restarts): specs, statuses,
 //     exit codes, managed-process state; written atomically (write + rename) in the before-sleep phase
 //     whenever it changed, and synchronously before an fd that it describes is given up.
 // On start, the daemon gets its listeners and these fds back (sd_listen_fds_with_names, or LISTEN_FDS
@@ -88,7 +88,7 @@ extension Server {
     /// Writes what changed (before-sleep phase); `all` rewrites every record (upgrade, restore).
     func saveState(all: Bool = false) {
         guard let persistence, exitCode == nil else { return }
-        if all { for p in processes.values { persistence.dirtyRecords[p.handle] = p }; persistence.daemonDirty = true }
+        if all { for p in table.processes.values { persistence.dirtyRecords[p.handle] = p }; persistence.daemonDirty = true }
         do {
             for h in persistence.goneHandles { FD.unlink(persistence.recordPath(h)) }
             persistence.goneHandles.removeAll()
@@ -99,7 +99,7 @@ extension Server {
             if persistence.daemonDirty {
                 persistence.daemonDirty = false
                 let d: JSONValue = .object([("version", .int(2)), ("daemon_pid", .int(Int64(ownership.daemonPid))),
-                                            ("next_handle", .int(Int64(nextHandle)))])
+                                            ("next_handle", .int(Int64(table.nextHandle)))])
                 try persistence.write(persistence.daemonPath, d.serialized())
             }
         } catch {
@@ -124,10 +124,12 @@ extension Server {
         }
         var managed: JSONValue = .null
         if let m = p.managed {
-            var o = m.json
+            var o = m.json(p.machine)
             if case .object(var kv) = o {
-                kv.append(("backoff_step", .int(Int64(m.backoffStep))))
-                kv.append(("stop_requested", .bool(m.stopRequested)))
+                kv.append(("backoff_step", .int(Int64(p.machine.backoffStep))))
+                kv.append(("stop_requested", .bool(p.machine.state == .stopping(then: .stop))))
+                if let e = m.lastError { kv.append(("spawn_error", .string(e))) }
+                if let r = p.machine.stopReason { kv.append(("stop_reason", .string(r))) }
                 o = .object(kv)
             }
             managed = o
@@ -143,6 +145,7 @@ extension Server {
             ("status", .string(p.status.name)), ("exit_code", code), ("signal", sig),
             ("cgroup_leaf", p.cgroupLeaf.map { .string($0) } ?? .null),
             ("stdin_closed", .bool(p.stdin?.closed ?? true)), ("is_run", .bool(p.isRun)),
+            ("timed_out", .bool(p.machine.timedOut)),
             ("journal_bytes", .int(Int64(p.journal.boundBytes))), ("max_line_bytes", .int(Int64(p.journal.maxLineBytes))),
             ("raw_bytes", .int(Int64(p.rawOut?.capacity ?? p.rawErr?.capacity ?? 0))), ("launches", .int(Int64(p.launches))),
             ("managed", managed),
@@ -170,7 +173,7 @@ extension Server {
             }
             return stored.isEmpty ? "nothing to restore" : "no state file: \(stored.count) stored fds dropped"
         }
-        if case .int(let n)? = state?["next_handle"] { nextHandle = max(nextHandle, Int(n)) }
+        if case .int(let n)? = state?["next_handle"] { table.nextHandle = max(table.nextHandle, Int(n)) }
         var oldDaemon: Int32? = nil
         if case .int(let n)? = state?["daemon_pid"] { oldDaemon = Int32(n) }
         var adopted = 0, exitedWhileDown = 0, lost = 0
@@ -194,7 +197,9 @@ extension Server {
                 log.warn("msg=\"journal lost, starting an empty one\" handle=\(h)")
                 output = makeOutput(handle: h, maxBytes: maxBytes, maxLineBytes: maxLine, rawBytes: rawBytes)
             }
-            let p = ProcessRecord(handle: h, spec: spec, output: output!)
+            let pipesOpen = byName[Persistence.name(h, "out")] != nil || byName[Persistence.name(h, "err")] != nil
+            let p = ProcessRecord(handle: h, spec: spec, output: output!,
+                                  machine: restoredMachine(spec, status: decodeStatus(entry), managed: entry["managed"], pipesOpen: pipesOpen))
             attachRetention(p)   // retention (issue 13): recovers its segment files
             if let region = p.region { persistence?.store(region.fd, h, "jnl") }
             p.pid = Int32(pid64)
@@ -205,15 +210,13 @@ extension Server {
             if case .int(let n)? = entry["launches"] { p.launches = Int(n) }
             p.status = decodeStatus(entry)
             if let m = spec.managed { p.managed = ManagedState(spec: m, handle: h); restoreManaged(p.managed!, entry["managed"]) }
-            nextHandle = max(nextHandle, h + 1)
+            table.nextHandle = max(table.nextHandle, h + 1)
+            var pidfd: Int32 = -1
 
             if p.status == .running {
-                if let pidfd = take(h, "pid") {
-                    p.pidfd = pidfd
-                    persistence?.store(pidfd, h, "pid")
-                    let exit = ExitSource(server: self, process: p)
-                    p.exitSource = exit
-                    p.pidfdReg = try? loop.register(pidfd, .input, late: true, handler: exit)
+                if let fd = take(h, "pid") {
+                    pidfd = fd
+                    persistence?.store(fd, h, "pid")
                 } else {
                     log.error("msg=\"cannot re-adopt: pidfd missing, killing its tree\" pid=\(p.pid) handle=\(h)")
                     if let leaf = p.cgroupLeaf { Cgroup.kill(leaf) }
@@ -224,22 +227,17 @@ extension Server {
                     }
                     p.status = .signaled(Signal.kill)
                     p.endedAt = Clock.wallMs()
-                    if let m = p.managed { m.status = .stopped; m.lastError = "lost across a daemon restart (pidfd missing)" }
+                    if let m = p.managed { m.lastError = "lost across a daemon restart (pidfd missing)" }
+                    p.machine = restoredMachine(spec, status: p.status, managed: nil, pipesOpen: pipesOpen)
                     lost += 1
                 }
             }
-            if p.status == .running { runningCount += 1 }
-            for (kind, stream) in [("out", OutputStream.stdout), ("err", .stderr)] {
-                guard let fd = take(h, kind) else { continue }
-                let src = PipeSource(server: self, process: p, stream: stream, fd: fd)
-                src.reg = try? loop.register(fd, .input, handler: src)
-                p.outputs.append(src)
-                persistence?.store(fd, h, kind)
-            }
-            if let fd = take(h, "in") {
-                p.stdin = StdinSink(server: self, fd: fd)
+            if p.status == .running { table.runningCount += 1 }
+            let out = take(h, "out"), err = take(h, "err"), stdinFD = take(h, "in")
+            attach(p, pidfd: pidfd, stdout: out ?? -1, stderr: err ?? -1, stdin: stdinFD ?? -1)
+            for (fd, kind) in [(out, "out"), (err, "err"), (stdinFD, "in")] { if let fd { persistence?.store(fd, h, kind) } }
+            if stdinFD != nil {
                 p.stdin?.record = p
-                persistence?.store(fd, h, "in")
                 if !p.isRunning { p.stdin?.shut() }
             } else if spec.stdinMode == .pipe {
                 // Closed before the crash: keep answering STDIN_NOT_WRITABLE for it.
@@ -247,11 +245,10 @@ extension Server {
                 s.closed = true
                 p.stdin = s
             }
-            if let old = processes[p.pid] { forget(old) }
-            processes[p.pid] = p
-            if let n = spec.managed?.name, p.managed?.status != .stopped || names[n] == nil { names[n] = p }
+            if let old = table.insert(p) { forget(old) }
+            if let n = spec.managed?.name, !p.machine.isRetired || table.names[n] == nil { table.names[n] = p }
             adopted += 1
-            if p.status != .running && (p.managed == nil || p.managed!.status == .stopped) { exitedOrder.append(p) }
+            if p.machine.isRetired { table.exitedOrder.append(p) }
         }
         for (name, fd) in byName {
             if name.hasSuffix(".pid"), name.hasPrefix("p"), let h = Int(name.dropFirst().dropLast(4)) {
@@ -265,9 +262,9 @@ extension Server {
             FD.close(fd)
             FDStore.remove(name: name)
         }
-        exitedOrder.sort { ($0.endedAt ?? 0) < ($1.endedAt ?? 0) }
+        table.exitedOrder.sort { ($0.endedAt ?? 0) < ($1.endedAt ?? 0) }
         // Exits while we were down, runs whose client is gone, supervisors to resume.
-        for p in processes.values.sorted(by: { $0.handle < $1.handle }) {
+        for p in table.processes.values.sorted(by: { $0.handle < $1.handle }) {
             if p.isRunning, p.pidfd >= 0, (try? Proc.exitStatus(pidfd: p.pidfd)) != nil {
                 exitedWhileDown += 1
                 childExited(p)
@@ -275,19 +272,14 @@ extension Server {
             }
             if p.isRun && p.isRunning {
                 log.info("msg=\"run lost its client in the restart, killing\" pid=\(p.pid)")
-                ownership.signalTree(p, Signal.kill)
+                send(p, .clientLeft)
                 continue
             }
-            if let m = p.managed { resumeSupervisor(p, m) }
-            if !p.isRunning && p.outputs.isEmpty { maybeComplete(p) }
-            else if !p.isRunning {
-                // Exited before the crash but its pipes were still open: give them the drain time again.
-                p.drainTimer = loop.schedule(afterMs: config.drainMs) { [unowned self, weak p] in
-                    guard let p else { return }
-                    for o in p.outputs { o.drain(maxBytes: 16 << 20); o.close() }
-                    self.maybeComplete(p)
-                }
-            }
+            // The timers the machine's state needs again (health probes, a back-off in progress, the
+            // drain time of pipes still open, a stop's grace).
+            let left = (p.managed?.nextRestartAt ?? Clock.wallMs()) - Clock.wallMs()
+            perform(p.machine.resume(backoffLeftMs: left), for: p)
+            if p.machine.state == .draining && p.outputs.isEmpty { send(p, .outputClosed) }
         }
         saveState(all: true)
         return "adopted=\(adopted) exited_while_down=\(exitedWhileDown) lost=\(lost)"
@@ -317,7 +309,7 @@ extension Server {
         if let m = e["managed"], case .object = m {
             var o: [(String, JSONValue)] = []
             for k in ["name", "restart", "health_check", "stop_grace_ms"] { if let v = m[k] { o.append((k, v)) } }
-            spec.managed = (try? decodeManaged(.object(o))) ?? nil
+            spec.managed = (try? RequestDecoding.managed(.object(o))) ?? nil
         }
         return spec
     }
@@ -333,14 +325,8 @@ extension Server {
 
     private func restoreManaged(_ m: ManagedState, _ v: JSONValue?) {
         guard let v else { return }
-        if case .string(let s)? = v["status"], let st = ManagedStatus(rawValue: s) { m.status = st }
-        if case .int(let n)? = v["restart_count"] { m.restartCount = Int(n) }
-        if case .string(let s)? = v["health_status"], let h = HealthStatus(rawValue: s) { m.healthStatus = h }
-        if case .int(let n)? = v["consecutive_health_failures"] { m.consecutiveHealthFailures = Int(n) }
-        if case .string(let s)? = v["last_error"] { m.lastError = s }
+        if case .string(let s)? = v["spawn_error"] { m.lastError = s }
         if case .int(let n)? = v["next_restart_at"] { m.nextRestartAt = n }
-        if case .int(let n)? = v["backoff_step"] { m.backoffStep = Int(n) }
-        if case .bool(let b)? = v["stop_requested"] { m.stopRequested = b }
         if let le = v["last_exit"], case .object = le, case .int(let ended)? = le["ended_at"] {
             var code: Int32? = nil, sig: Int32? = nil
             if case .int(let c)? = le["exit_code"] { code = Int32(c) }
@@ -349,24 +335,29 @@ extension Server {
         }
     }
 
-    /// After a restore: health checks for running ones, the pending restart for backing-off ones.
-    private func resumeSupervisor(_ p: ProcessRecord, _ m: ManagedState) {
-        if m.stopRequested {
-            if p.isRunning { stopManaged(p) } else { m.status = .stopped }
-            return
+    /// The lifecycle machine of a restored record, from its stored status and supervisor fields.
+    func restoredMachine(_ spec: StartSpec, status: ProcessStatus, managed v: JSONValue?, pipesOpen: Bool) -> ProcessMachine {
+        let fresh = machine(for: spec)
+        var stopRequested = false, backingOff = false
+        var restarts = 0, step = 0, failures = 0, reason: String? = nil
+        var health: ProcessMachine.Health = fresh.health
+        if let v {
+            if case .bool(let b)? = v["stop_requested"] { stopRequested = b }
+            if case .string("backing_off")? = v["status"] { backingOff = true }
+            if case .int(let n)? = v["restart_count"] { restarts = Int(n) }
+            if case .int(let n)? = v["backoff_step"] { step = Int(n) }
+            if case .int(let n)? = v["consecutive_health_failures"] { failures = Int(n) }
+            if case .string(let s)? = v["health_status"], let h = ProcessMachine.Health(rawValue: s) { health = h }
+            if case .string(let s)? = v["stop_reason"] { reason = s }
         }
-        switch m.status {
-        case .backing_off:
-            let delay = max(0, (m.nextRestartAt ?? Clock.wallMs()) - Clock.wallMs())
-            m.restartTimer = loop.schedule(afterMs: delay) { [weak self, weak p] in
-                guard let self, let p, let m = p.managed, m.status == .backing_off else { return }
-                self.relaunch(p, reason: "policy \(m.spec.restart.policy.rawValue) (resumed after restart)")
-            }
-        case .starting, .running:
-            if p.isRunning, let h = m.spec.health { scheduleHealthCheck(p, afterMs: min(h.intervalMs, h.initialDelayMs)) }
-        case .stopped:
-            break
-        }
+        let state: ProcessMachine.State
+        if status == .running { state = stopRequested ? .stopping(then: .stop) : .running(then: .policy) }
+        else if backingOff && !stopRequested && spec.managed != nil { state = .backingOff }
+        else { state = pipesOpen ? .draining : .exited }
+        return ProcessMachine(restoring: state, policy: fresh.policy, stopGraceMs: fresh.stopGraceMs,
+                              healthCheck: fresh.healthCheck, drainMs: fresh.drainMs, restartCount: restarts,
+                              backoffStep: step, health: health, healthFailures: failures, pipesOpen: pipesOpen,
+                              stopReason: reason)
     }
 
     /// The output storage of a new record (journal + raw rings): in one memfd (crash-safe) when
@@ -396,7 +387,7 @@ extension Server {
     /// connections are closed (SSE followers resume with Last-Event-ID); the listening sockets stay
     /// open throughout, so no connection is refused: the kernel queues them until the new image accepts.
     func upgrade() {
-        guard !stopping, !upgrading else { return }
+        guard phase == .serving else { return }
         guard persistence != nil else {
             log.error("msg=\"upgrade refused: no state directory (--state-dir or RuntimeDirectory=), output would be lost\"")
             return
@@ -404,8 +395,8 @@ extension Server {
         // First stop accepting (the kernel keeps queueing connections on the listening sockets, which the
         // new image inherits) and let requests in flight finish, so no accepted connection is dropped
         // mid-request. Streams and idle keep-alive connections are closed by the exec (streams resume by id).
-        upgrading = true
-        for l in listeners { if let reg = l.reg { loop.deregister(reg); l.reg = nil } }
+        beginUpgrade()
+        for l in listeners { l.io.unwatch() }
         let deadline = loop.now + 2000
         func check() {
             let busy = connections.values.contains { $0.inFlight(now: loop.now) }
@@ -419,13 +410,13 @@ extension Server {
     }
 
     private func reexec() {
-        log.info("msg=\"upgrade: re-executing\" path=\(Log.q(executablePath)) processes=\(processes.count)")
+        log.info("msg=\"upgrade: re-executing\" path=\(Log.q(executablePath)) processes=\(table.processes.count)")
         if systemd.enabled { _ = try? Systemd.notify("RELOADING=1\nSTATUS=re-executing") }
         // Everything a pipe held is still in the pipe; what was read is in the memfd journals.
         saveState(all: true)
         var fds: [(Int32, String)] = []
         for l in listeners { fds.append((l.fd, "listen")) }
-        for p in processes.values {
+        for p in table.processes.values {
             if p.pidfd >= 0 { fds.append((p.pidfd, Persistence.name(p.handle, "pid"))) }
             for o in p.outputs where o.fd >= 0 { fds.append((o.fd, Persistence.name(p.handle, o.stream == .stdout ? "out" : "err"))) }
             if let s = p.stdin, s.fd >= 0 { fds.append((s.fd, Persistence.name(p.handle, "in"))) }

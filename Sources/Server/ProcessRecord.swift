@@ -59,34 +59,36 @@ public final class ProcessRecord {
     /// The memfd mapping the journal lives in (crash-safe mode), kept alive with the record.
     var region: SharedRegion?
 
-    var pidfd: Int32
-    var pidfdReg: Registration?
+    /// The leader's pidfd and its (late) registration: readable once the leader exits; closed right
+    /// after the reap (the state file holds the exit first).
+    var pidfdIO: WatchedFD?
+    var pidfd: Int32 { pidfdIO?.fd ?? -1 }
     var outputs: [PipeSource] = []       // open capture pipes (removed at EOF)
     var stdin: StdinSink?
     var followers: [ObjectIdentifier: StreamProducer] = [:]
-    var drainTimer: TimerID?
+    /// A one-shot run's one reader: its back-pressure holds the child (see `readAllowance`).
+    weak var runReader: Follower?
+    /// The lifecycle (Supervision/ProcessMachine.swift); changed only through `Server.send(_:_:)`.
+    var machine: ProcessMachine
+    /// The machine's armed timers.
+    var timers: [ProcessMachine.Timer: TimerID] = [:]
     var exitSource: ExitSource?
     var exitWaiters: [() -> Void] = []
     /// The cgroup v2 leaf that holds the whole tree (nil: process group + /proc fallback).
     var cgroupLeaf: String?
     /// Runs launched so far (a managed process relaunches); part of the fallback's tree marker.
     var launches = 0
-    /// `/processes/run`: the run's timeout fired.
-    var timedOut = false
     var isRun = false
-    var timeoutTimer: TimerID?
-    /// Supervision state of a managed process (nil for plain ones).
+    /// What a managed process keeps beside its machine (nil for plain ones).
     var managed: ManagedState?
     /// All output is in the journal and no more will come: the leader was reaped, its pipes are at
     /// EOF (or the drain time after its exit has passed), and no restart is coming. Streams end only then.
-    var outputComplete: Bool {
-        status != .running && outputs.isEmpty && (managed == nil || managed!.status == .stopped)
-    }
+    var outputComplete: Bool { machine.isFinished }
 
-    init(handle: Int, spec: StartSpec, output: OutputStorage) {
+    init(handle: Int, spec: StartSpec, output: OutputStorage, machine: ProcessMachine) {
+        self.machine = machine
         self.handle = handle
         self.pid = 0
-        self.pidfd = -1
         self.spec = spec
         self.startedAt = 0
         self.journal = output.journal
@@ -96,6 +98,31 @@ public final class ProcessRecord {
     }
 
     var isRunning: Bool { status == .running }
+
+    /// How many bytes may be read from the pipes now. Unbounded, except for a one-shot run: its one reader
+    /// asked for the whole output, so the pipes are read only while the lines it has not read yet, the
+    /// partial lines and the next read (a byte can cost up to 8 in the journal: an empty line's record)
+    /// fit in 7/8 of the journal. Beyond that the child blocks on its full pipe until the reader catches up.
+    func readAllowance() -> Int {
+        guard isRun, let reader = runReader else { return Int.max }
+        let j = journal
+        let next = j.nextSeq, head = j.headSeq
+        let cursor = min(max(reader.cursor, head), next)
+        let retainedLines = Int(j.bytesBefore(next) &- j.bytesBefore(head)) + 8 * Int(next &- head)
+        let partial = max(0, j.retainedBytes - retainedLines)
+        let unread = Int(j.bytesBefore(next) &- j.bytesBefore(cursor)) + 8 * Int(next &- cursor)
+        let room = j.maxBytes * 7 / 8 - unread - partial
+        return room <= 0 ? 0 : room / 8
+    }
+    /// Below this allowance the pipes are held; at `resumeAllowance` they are read again (hysteresis).
+    var holdAllowance: Int { min(16 << 10, max(64, journal.maxBytes / 64)) }
+    var resumeAllowance: Int { min(64 << 10, max(256, journal.maxBytes / 16)) }
+
+    /// The run's reader consumed lines: read held pipes again once there is room.
+    func readerProgressed() {
+        guard outputs.contains(where: { $0.heldByReader }), readAllowance() >= resumeAllowance else { return }
+        for o in outputs where o.heldByReader { o.release() }
+    }
     var stdinWritable: Bool { isRunning && stdin != nil && !(stdin!.closed) }
 }
 
@@ -104,11 +131,37 @@ final class PipeSource: EventHandler {
     unowned let server: Server
     weak var process: ProcessRecord?
     let stream: OutputStream
-    var fd: Int32
-    var reg: Registration?
+    /// The read end and its registration (closed exactly once, at EOF or when the record is done).
+    let io: WatchedFD
+    var fd: Int32 { io.fd }
+    /// Not read (and not registered, or its hang-up would wake the loop again and again) because a run's
+    /// reader is behind: see `ProcessRecord.readAllowance`.
+    private(set) var heldByReader = false
 
     init(server: Server, process: ProcessRecord, stream: OutputStream, fd: Int32) {
-        self.server = server; self.process = process; self.stream = stream; self.fd = fd
+        self.server = server; self.process = process; self.stream = stream
+        io = WatchedFD(fd, loop: server.loop)
+    }
+
+    /// Registers the read end with the loop (a failure is an error of the caller's operation, never ignored).
+    func watch() throws {
+        try io.watch(.input, handler: self)
+    }
+
+    private func hold() {
+        guard !heldByReader else { return }
+        heldByReader = true
+        io.unwatch()
+    }
+
+    /// The reader caught up: read again (a level-triggered registration reports what the pipe holds).
+    func release() {
+        guard heldByReader, fd >= 0 else { return }
+        heldByReader = false
+        do { try watch() } catch {
+            server.log.error("msg=\"cannot watch a pipe again, closing it\" pid=\(process?.pid ?? 0) error=\(Log.q("\(error)"))")
+            close()
+        }
     }
 
     /// Bytes read per readiness event: then the loop moves on (other fds, and before-sleep, which pumps
@@ -122,13 +175,15 @@ final class PipeSource: EventHandler {
 
     /// Reads what the pipe holds, up to about `maxBytes`, into the journal; closes at EOF.
     func drain(maxBytes: Int) {
-        guard fd >= 0, let process else { return }
+        guard fd >= 0, !heldByReader, let process else { return }
         var budget = maxBytes
         while budget > 0 {
+            let allowance = process.readAllowance()
+            if allowance < process.holdAllowance { hold(); return }
             let r: IOResult
             let wanted: Int
             do {
-                (r, wanted) = try readOnce(process)
+                (r, wanted) = try readOnce(process, max: min(allowance, budget))
             } catch {
                 server.log.warn("msg=\"pipe read failed\" pid=\(process.pid) error=\(Log.q("\(error)"))")
                 close(); return
@@ -151,13 +206,14 @@ final class PipeSource: EventHandler {
 
     /// One read of the pipe into the journal. With a raw ring the read goes straight into the ring and the
     /// journal is fed from there (one copy less); else through the server's shared read buffer.
-    private func readOnce(_ process: ProcessRecord) throws -> (IOResult, wanted: Int) {
+    private func readOnce(_ process: ProcessRecord, max limit: Int) throws -> (IOResult, wanted: Int) {
         var result = IOResult.wouldBlock
+        let size = min(limit, server.readBuffer.count)
         // Straight into the raw ring once it exists; the first read (often just EOF: a quiet process)
         // goes through the shared buffer, so a stream that never prints allocates no ring.
         if let ring = process.raw(stream), ring.allocated {
             var wanted = 0
-            try ring.fill(max: server.readBuffer.count, { space in
+            try ring.fill(max: size, { space in
                 wanted = space.count
                 result = try FD.read(fd, into: space)
                 if case .bytes(let n) = result { return n }
@@ -167,7 +223,7 @@ final class PipeSource: EventHandler {
             })
             return (result, wanted)
         }
-        result = try server.readBuffer.withUnsafeMutableBytes { try FD.read(fd, into: $0) }
+        result = try server.readBuffer.withUnsafeMutableBytes { try FD.read(fd, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<size])) }
         if case .bytes(let n) = result {
             let now = Clock.wallMs()
             server.readBuffer.withUnsafeBytes { raw in
@@ -176,22 +232,20 @@ final class PipeSource: EventHandler {
                 _ = process.journal.append(bytes, from: stream, nowMs: now)
             }
         }
-        return (result, server.readBuffer.count)
+        return (result, size)
     }
 
     /// EOF or forced close: the partial line becomes a line, the fd is closed.
     func close() {
-        guard fd >= 0 else { return }
-        if let reg { server.loop.deregister(reg) }
+        guard io.isOpen else { return }
         if let process { server.persistence?.drop(process.handle, stream == .stdout ? "out" : "err") }
-        FD.close(fd)
-        fd = -1
-        reg = nil
+        io.close()
+        heldByReader = false
         if let process {
             process.journal.finish(stream, nowMs: Clock.wallMs())
             process.outputs.removeAll { $0 === self }
             server.outputArrived(process)
-            server.maybeComplete(process)
+            server.pipeClosed(process)
         }
     }
 }
@@ -199,15 +253,16 @@ final class PipeSource: EventHandler {
 /// The write end of a child's stdin pipe with a bounded queue of bytes not yet accepted by the pipe.
 final class StdinSink: EventHandler {
     unowned let server: Server
-    var fd: Int32
-    var reg: Registration?
+    /// The write end; watched for room only while bytes are queued.
+    let io: WatchedFD
+    var fd: Int32 { io.fd }
     var queue: [UInt8] = []
     var queueStart = 0
     var closed = false            // stdin/close was requested (the fd closes once the queue is flushed)
     var waiters: [() -> Void] = [] // connections paused because the queue was full
     weak var record: ProcessRecord? // set when its fd is in the fd store (to drop it when closed)
 
-    init(server: Server, fd: Int32) { self.server = server; self.fd = fd }
+    init(server: Server, fd: Int32) { self.server = server; io = WatchedFD(fd, loop: server.loop) }
 
     var queued: Int { queue.count - queueStart }
 
@@ -244,9 +299,17 @@ final class StdinSink: EventHandler {
         }
         if queueStart > 0 && queueStart == queue.count { queue.removeAll(keepingCapacity: queue.capacity <= 65536); queueStart = 0 }
         if queued > 0 {
-            if reg == nil { reg = try? server.loop.register(fd, .output, handler: self) }
+            if !io.isWatched {
+                do { try io.watch(.output, handler: self) } catch {
+                    // Cannot wait for room in the pipe: what is queued cannot be delivered.
+                    server.log.error("msg=\"cannot watch a stdin pipe, closing it\" error=\(Log.q("\(error)"))")
+                    queue.removeAll(); queueStart = 0
+                    shut()
+                    return
+                }
+            }
         } else {
-            if let reg { server.loop.deregister(reg); self.reg = nil }
+            io.unwatch()
             if closed { shut() }
         }
         if queued < server.config.maxStdinQueue / 2 && !waiters.isEmpty {
@@ -274,13 +337,11 @@ final class StdinSink: EventHandler {
     /// Closes the fd now (exit of the process, EPIPE, or close after flush).
     func shut() {
         closed = true
-        if let reg { server.loop.deregister(reg); self.reg = nil }
         if let record, fd >= 0 {
             server.persistence?.drop(record.handle, "in")
             server.markStateDirty(record)
         }
-        FD.close(fd)
-        fd = -1
+        io.close()
         let w = waiters
         waiters.removeAll()
         for f in w { f() }

@@ -44,9 +44,7 @@ final class RawFollower: StreamProducer {
 
     func pump() {
         guard !finished else { return }
-        // A strong reference for the call: a failed send closes the connection, and the server drops its
-        // last reference to it while we are still here.
-        let connection: Connection = self.connection
+        // A failed send closes the connection; it stays alive until the loop's deferred phase (Connection.close).
         let highWater = connection.server.config.writeHighWater
         while connection.pendingOutput < highWater && !connection.closed {
             if offset < ring.firstOffset {

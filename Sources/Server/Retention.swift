@@ -37,6 +37,6 @@ extension Server {
     /// After start-up (and restore): files of records that do not exist go.
     public func pruneRetention() {
         guard let retention else { return }
-        retention.removeOrphans(keeping: Set(processes.values.map { $0.handle }))
+        retention.removeOrphans(keeping: Set(table.processes.values.map { $0.handle }))
     }
 }

@@ -2,7 +2,7 @@
 import HTTP1
 import Supervision
 
-enum Route {
+public enum Route {
     case health, info
     case listProcesses, startProcess, run
     case getProcess(String), deleteProcess(String)
@@ -22,8 +22,8 @@ enum Route {
     }
 }
 
-enum Router {
-    static func route(method: String, path: String) -> Result<Route, APIError> {
+public enum Router {
+    public static func route(method: String, path: String) -> Result<Route, APIError> {
         var segs = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()  // leading ""
         guard path.hasPrefix("/"), segs.count >= 3, segs[1] == "api", segs[2] == "v1" else {
             return .failure(.notFound("no route for \(method) \(clip(path))"))
@@ -76,7 +76,7 @@ enum Router {
     }
 
     /// The Allow header for a 405.
-    static func allowed(_ path: String) -> String {
+    public static func allowed(_ path: String) -> String {
         var methods: [String] = []
         for m in ["GET", "POST", "DELETE"] {
             if case .success = route(method: m, path: path) { methods.append(m) }
@@ -91,7 +91,7 @@ enum Router {
 
     // Hardening: bounded in UTF-8 bytes, not Characters (one Character can hold any number of combining
     // marks, so a 200-Character prefix could be megabytes). Cut at a scalar boundary.
-    static func clip(_ s: String) -> String {
+    public static func clip(_ s: String) -> String {
         guard s.utf8.count > 200 else { return s }
         var out = String.UnicodeScalarView()
         var n = 0

@@ -19,8 +19,8 @@ public final class Server {
 
     var listeners: [Listener] = []
     var connections: [ObjectIdentifier: Connection] = [:]
-    var processes: [Int32: ProcessRecord] = [:]     // by current pid
-    var names: [String: ProcessRecord] = [:]        // managed processes by name
+    let table = ProcessTable()
+    let acceptGuard = AcceptGuard()
     let ownership: Ownership
     var persistence: Persistence?
     /// retention (issue 13): the disk tier of output retention (nil: off). Retention.swift.
@@ -28,20 +28,17 @@ public final class Server {
     public var persistenceEnabled: Bool { persistence != nil }
     /// This binary, as a path that still names the new file after an upgrade replaced it.
     let executablePath: String
-    var exitedOrder: [ProcessRecord] = []           // exited records, oldest first
-    var nextHandle = 1
     var dirtyProcesses: [ObjectIdentifier: ProcessRecord] = [:]
     var dirtyConnections: [ObjectIdentifier: Connection] = [:]
     var signalSource: SignalSource?
     let systemd = SystemdIntegration()   // systemd: READY/STATUS/WATCHDOG/STOPPING hooks (SystemdIntegration.swift)
-    var stopping = false
-    var upgrading = false
+    /// The daemon's own lifecycle: serving, then either re-executing itself (upgrade) or stopping.
+    enum Phase { case serving, upgrading, stopping }
+    private(set) var phase = Phase.serving
+    var stopping: Bool { phase == .stopping }
     var orphanScanDue = false
     /// Reserved low fds for CLONE_FILES spawns (nil: copy the fd table instead).
     var spawnSlots: [Int32]?
-    /// Running records (kept as a counter: starts and /info must not walk the table).
-    var runningCount = 0
-    var onStopped: (() -> Void)?
     public private(set) var exitCode: Int32? = nil
     let baseEnvironment: [(String, String)]
 
@@ -113,7 +110,7 @@ public final class Server {
     private func addListener(fd: Int32, label: String) throws {
         reserveSpareFD()   // hardening: the spare fd exists before the first connection, not at it
         let l = Listener(server: self, fd: fd, label: label)
-        l.reg = try loop.register(fd, .input, handler: l)
+        do { try l.io.watch(.input, handler: l) } catch { l.close(); throw error }
         listeners.append(l)
         log.info("msg=listening addr=\(Log.q(label))\(Socket.localPort(fd).map { " port=\($0)" } ?? "")")
     }
@@ -121,7 +118,7 @@ public final class Server {
     public var boundPorts: [UInt16] { listeners.compactMap { Socket.localPort($0.fd) } }
 
     public func start() throws {
-        ownership.isTrackedLeader = { [unowned self] pid in self.processes[pid]?.isRunning == true }
+        ownership.isTrackedLeader = { [unowned self] pid in self.table.processes[pid]?.isRunning == true }
         ownership.loop = loop
         ownership.fillPool()
         Signal.ignorePipe()
@@ -178,10 +175,14 @@ public final class Server {
     private func tick() {
         let now = loop.now
         if orphanScanDue { orphanScanDue = false; reapOrphans() }
+        if !table.unwatchedExits.isEmpty {
+            for p in table.unwatchedExits where p.isRunning && p.pidfd >= 0 { childExited(p) }
+            table.unwatchedExits.removeAll { !$0.isRunning }
+        }
         for (_, c) in connections { c.checkDeadlines(now: now) }
         if config.exitedTTLms > 0 {
             let wall = Clock.wallMs()
-            while let p = exitedOrder.first, let ended = p.endedAt, wall - ended > config.exitedTTLms {
+            while let p = table.exitedOrder.first, let ended = p.endedAt, wall - ended > config.exitedTTLms {
                 forget(p)
             }
         }
@@ -189,84 +190,20 @@ public final class Server {
 
     // MARK: processes
 
-    func childExited(_ p: ProcessRecord) {
-        // Output written before the exit is in the pipes now: take it first, so "exited" implies "captured".
-        for o in p.outputs { o.drain(maxBytes: 16 << 20) }
-        let report: ExitReport?
-        do { report = try Proc.reap(pidfd: p.pidfd) } catch let e as SysError where e.errno == ECHILD_ {
-            // Re-adopted after a crash: not our child any more (systemd reaps it); ask the pidfd.
-            report = (try? Proc.exitStatus(pidfd: p.pidfd)) ?? .exited(-1)
-        } catch {
-            log.error("msg=\"reap failed\" pid=\(p.pid) error=\(Log.q("\(error)"))")
-            report = .exited(-1)
-        }
-        guard let report else { return }   // spurious wake-up
-        if let reg = p.pidfdReg { loop.deregister(reg); p.pidfdReg = nil }
-        p.endedAt = Clock.wallMs()
-        runningCount -= 1
-        switch report {
-        case .exited(let code): p.status = .exited(code)
-        case .signaled(let sig, _): p.status = ownership.oomKilled(p) && sig == Signal.kill ? .oomKilled : .signaled(sig)
-        }
-        // The state file must hold the exit before the pidfd that could tell it is given up.
-        markStateDirty(p)
-        saveState()
-        persistence?.drop(p.handle, "pid")
-        FD.close(p.pidfd)
-        p.pidfd = -1
-        p.stdin?.shut()
-        p.exitSource = nil
-        loop.cancel(p.timeoutTimer); p.timeoutTimer = nil
-        log.info("msg=\"process exited\" pid=\(p.pid) handle=\(p.handle) status=\(p.status.name) \(describe(p.status)) runtime_ms=\(p.endedAt! - p.startedAt)")
-        // Nothing of the tree outlives its leader (Tensorlake: leftovers are reaped with the unit).
-        if ownership.leaderReaped(p, loop: loop) { log.debug("msg=\"killed leftover descendants\" pid=\(p.pid)") }
-        if !p.outputs.isEmpty {
-            // A descendant may still hold the pipes: give them a short drain time, then close.
-            p.drainTimer = loop.schedule(afterMs: config.drainMs) { [unowned self, weak p] in
-                guard let p else { return }
-                for o in p.outputs { o.drain(maxBytes: 16 << 20); o.close() }
-                self.maybeComplete(p)
-            }
-        }
-        let waiters = p.exitWaiters
-        p.exitWaiters.removeAll()
-        managedExited(p)
-        if p.managed == nil || p.managed!.status == .stopped { exitedOrder.append(p) }
-        for w in waiters { w() }
-        maybeComplete(p)
-        markStateDirty(p)
-        evictExited()
-    }
-
-    private func describe(_ s: ProcessStatus) -> String {
-        switch s {
-        case .running: return ""
-        case .exited(let c): return "exit_code=\(c)"
-        case .signaled(let sig): return "signal=\(sig)"
-        case .oomKilled: return "signal=9 oom_killed=true"
-        }
-    }
-
-    /// Once the record's output is complete, followers can finish their streams.
-    func maybeComplete(_ p: ProcessRecord) {
-        guard p.outputComplete else { return }
-        loop.cancel(p.drainTimer)
-        p.drainTimer = nil
-        for (_, f) in p.followers { f.pump() }
-        if stopping { checkStopped() }
-    }
-
-    private func evictExited() {
-        while exitedOrder.count > config.maxExited, let p = exitedOrder.first {
+    func evictExited() {
+        while table.exitedOrder.count > config.maxExited, let p = table.exitedOrder.first {
             forget(p)
         }
     }
 
     /// Drops an exited record (its followers keep their reference until their stream ends).
     func forget(_ p: ProcessRecord) {
-        exitedOrder.removeAll { $0 === p }
-        if processes[p.pid] === p { processes[p.pid] = nil }
-        if let n = p.managed?.spec.name, names[n] === p { names[n] = nil }
+        table.remove(p)
+        cancelTimers(p)
+        // An evicted record may still be draining: its pipes close with it (else a registered pipe of a
+        // record nobody holds would keep reporting readiness).
+        for o in p.outputs { o.close() }
+        p.stdin?.shut()
         persistence?.drop(p.handle, "jnl")
         persistence?.goneHandles.insert(p.handle)
         persistence?.dirtyRecords[p.handle] = nil
@@ -279,7 +216,7 @@ public final class Server {
         // waitid(P_ALL) would also reap our tracked children and lose their status to the pidfd path:
         // peek first; a tracked child goes through childExited (which reaps it by pidfd), others are reaped here.
         while let pid = Proc.peekExited() {
-            if let p = processes[pid], p.isRunning, p.pidfd >= 0 {
+            if let p = table.processes[pid], p.isRunning, p.pidfd >= 0 {
                 childExited(p)
             } else {
                 Proc.reap(pid: pid)
@@ -309,34 +246,25 @@ public final class Server {
 
     /// Stop accepting, TERM every child's group, KILL after the grace period, finish streams, exit 0.
     public func beginStop(reason: String) {
-        guard !stopping else { return }
-        stopping = true
+        guard phase != .stopping else { return }
+        phase = .stopping
         systemd.stopping(self, reason: reason)   // systemd: STOPPING=1
-        log.info("msg=\"stopping\" reason=\(reason) running=\(processes.values.filter { $0.isRunning }.count)")
+        log.info("msg=\"stopping\" reason=\(reason) running=\(table.runningCount)")
         for l in listeners { l.close() }
         listeners.removeAll()
-        for p in processes.values {
-            if let m = p.managed {
-                m.stopRequested = true
-                loop.cancel(m.restartTimer); m.restartTimer = nil
-                if !p.isRunning { m.status = .stopped; maybeComplete(p) }
-            }
-            if p.isRunning { ownership.signalTree(p, Signal.term) }
-        }
-        loop.schedule(afterMs: config.shutdownGraceMs) { [unowned self] in
-            for p in self.processes.values where p.isRunning {
-                self.log.warn("msg=\"killing after grace period\" pid=\(p.pid)")
-                self.ownership.signalTree(p, Signal.kill)
-            }
-        }
+        // Every process: TERM, KILL after the shutdown grace (a managed process backing off just stops).
+        for p in table.processes.values { send(p, .stopRequested(Teardown(graceMs: config.shutdownGraceMs))) }
         // Hard deadline: never hang on a stream that cannot drain.
         loop.schedule(afterMs: config.shutdownGraceMs + config.drainMs + 2000) { [unowned self] in self.finishStop() }
         checkStopped()
     }
 
-    private func checkStopped() {
+    /// SIGUSR2: no further stop or upgrade starts while the re-exec is being prepared.
+    func beginUpgrade() { phase = .upgrading }
+
+    func checkStopped() {
         guard stopping else { return }
-        if processes.values.contains(where: { !$0.outputComplete }) { return }
+        if table.processes.values.contains(where: { !$0.outputComplete }) { return }
         // Give streams a moment to flush their eof events.
         loop.schedule(afterMs: 50) { [unowned self] in self.finishStop() }
     }
@@ -344,10 +272,10 @@ public final class Server {
     private func finishStop() {
         guard exitCode == nil else { return }
         for (_, c) in connections { c.flush() }
-        ownership.removeSubtree(processes.values.compactMap { $0.cgroupLeaf })
+        ownership.removeSubtree(table.processes.values.compactMap { $0.cgroupLeaf })
         if let persistence {
             // A clean stop: nothing to re-adopt next time.
-            for p in processes.values { for k in ["pid", "out", "err", "in", "jnl"] { persistence.drop(p.handle, k) } }
+            for p in table.processes.values { for k in ["pid", "out", "err", "in", "jnl"] { persistence.drop(p.handle, k) } }
             persistence.clear()
         }
         retention?.removeAll()   // retention (issue 13): a clean stop re-adopts nothing
@@ -364,10 +292,10 @@ struct ConfigError: Error, CustomStringConvertible {
 /// A listening socket: accepts until EAGAIN (bounded per wake-up).
 final class Listener: EventHandler {
     unowned let server: Server
-    let fd: Int32
+    let io: WatchedFD
+    var fd: Int32 { io.fd }
     let label: String
-    var reg: Registration?
-    init(server: Server, fd: Int32, label: String) { self.server = server; self.fd = fd; self.label = label }
+    init(server: Server, fd: Int32, label: String) { self.server = server; io = WatchedFD(fd, loop: server.loop); self.label = label }
 
     func handle(_ events: EpollEvents, _ loop: EventLoop) {
         server.reserveSpareFD()   // hardening: the reserved-fd trick (AcceptGuard.swift)
@@ -383,10 +311,7 @@ final class Listener: EventHandler {
         }
     }
 
-    func close() {
-        if let reg { server.loop.deregister(reg) }
-        FD.close(fd)
-    }
+    func close() { io.close() }
 }
 
 /// The daemon's signalfd.
@@ -402,7 +327,7 @@ final class SignalSource: EventHandler {
                 // waitid(P_ALL) (O(children) in the kernel) is only needed for orphans re-parented to
                 // us, so at once only when the SIGCHLD is from a pid we have no record of; else (our
                 // child, often already reaped through its pidfd; or coalesced signals) at the next tick.
-                if server.processes[sender] != nil { server.orphanScanDue = true }
+                if server.table.processes[sender] != nil { server.orphanScanDue = true }
                 else { server.reapOrphans() }
             } else {
                 server.handleSignal(sig)

@@ -9,26 +9,37 @@ extension Server {
     /// Validates limits, creates the record and launches its first run. Nothing is left behind on failure.
     func startProcess(_ spec: StartSpec) throws -> ProcessRecord {
         if stopping { throw APIError(503, "LIMIT_REACHED", "tendd is shutting down") }
-        if runningCount >= config.maxProcesses {
+        if table.runningCount >= config.maxProcesses {
             throw APIError(503, "LIMIT_REACHED", "process limit reached (\(config.maxProcesses) running)")
         }
-        if let name = spec.managed?.name, let other = names[name], other.managed?.status != .stopped {
+        if let name = spec.managed?.name, let other = table.names[name], !other.machine.isRetired {
             throw APIError(409, "NAME_IN_USE", "a managed process named \(Router.clip(name)) already exists (pid \(other.pid))")
         }
-        let output = makeOutput(handle: nextHandle, maxBytes: config.journalBytes, maxLineBytes: config.maxLineBytes,
+        let handle = table.nextHandle
+        let output = makeOutput(handle: handle, maxBytes: config.journalBytes, maxLineBytes: config.maxLineBytes,
                                 rawBytes: config.rawBytes)
-        let record = ProcessRecord(handle: nextHandle, spec: spec, output: output)
+        let record = ProcessRecord(handle: handle, spec: spec, output: output, machine: machine(for: spec))
         attachRetention(record)   // retention (issue 13)
         let region = record.region
-        if let m = spec.managed { record.managed = ManagedState(spec: m, handle: nextHandle) }
+        if let m = spec.managed { record.managed = ManagedState(spec: m, handle: handle) }
         try launch(record)
-        nextHandle += 1
+        table.nextHandle += 1
         if let region { persistence?.store(region.fd, record.handle, "jnl") }
         if let name = spec.managed?.name {
-            if let old = names[name] { old.managed?.nameReleased = true }
-            names[name] = record
+            if let old = table.names[name] { old.managed?.nameReleased = true }
+            table.names[name] = record
         }
+        perform(record.machine.begin(), for: record)
         return record
+    }
+
+    /// A new record's lifecycle machine: its restart policy, stop grace, health check, drain time, timeout.
+    func machine(for spec: StartSpec) -> ProcessMachine {
+        let m = spec.managed
+        let health = m?.health.map { (initialDelayMs: $0.initialDelayMs, intervalMs: $0.intervalMs, failureThreshold: $0.failureThreshold) }
+        return ProcessMachine(policy: m?.restart, stopGraceMs: m?.stopGraceMs ?? 0, healthCheck: health,
+                              drainMs: config.drainMs, timeoutMs: spec.timeoutMs,
+                              pipesOpen: spec.stdoutMode == .capture || spec.stderrMode == .capture)
     }
 
     /// Starts one run of `record` (its first, or a restart of a managed process): pipes, cgroup leaf,
@@ -140,25 +151,15 @@ extension Server {
         }
         for fd in toClose { FD.close(fd) }
 
-        if processes[record.pid] === record { processes[record.pid] = nil }   // a restart: the old pid is gone
+        if table.processes[record.pid] === record { table.processes[record.pid] = nil }   // a restart: the old pid is gone
         record.pid = pid
-        record.pidfd = pidfd
         record.startedAt = Clock.wallMs()
         record.endedAt = nil
         record.status = .running
-        runningCount += 1
+        table.runningCount += 1
         record.cgroupLeaf = plan.cgroupFD >= 0 ? leaf : nil
-        if let old = processes[pid], old !== record { forget(old) }     // a reused pid: the old record was exited
-        processes[pid] = record
-        let exit = ExitSource(server: self, process: record)
-        record.exitSource = exit
-        record.pidfdReg = try? loop.register(pidfd, .input, late: true, handler: exit)
-        for (fd, stream) in [(stdoutRead, OutputStream.stdout), (stderrRead, .stderr)] where fd >= 0 {
-            let src = PipeSource(server: self, process: record, stream: stream, fd: fd)
-            src.reg = try? loop.register(fd, .input, handler: src)
-            record.outputs.append(src)
-        }
-        record.stdin = stdinWrite >= 0 ? StdinSink(server: self, fd: stdinWrite) : nil
+        if let old = table.insert(record) { forget(old) }     // a reused pid: the old record was exited
+        attach(record, pidfd: pidfd, stdout: stdoutRead, stderr: stderrRead, stdin: stdinWrite)
         if let persistence {
             // A managed restart replaces the previous run's fds under the same names.
             for k in ["pid", "out", "err", "in"] { persistence.drop(record.handle, k) }
@@ -170,7 +171,32 @@ extension Server {
             markStateDirty(record)
         }
         log.info("msg=\"process started\" pid=\(pid) handle=\(record.handle) command=\(Log.q(spec.command)) args=\(spec.args.count)\(record.cgroupLeaf != nil ? " cgroup=1" : "")")
-        managedLaunched(record)
+    }
+
+    /// Watches a record's fds with the loop: its pidfd (-1: the leader is gone), output pipes, stdin.
+    /// Shared by a launch and by the restore after a crash or an upgrade. A registration that fails
+    /// (epoll out of memory or watches) is logged and the fd closed: the record then reports what it can
+    /// (a pipe that cannot be watched ends its stream; a pidfd that cannot be watched is polled at the tick).
+    func attach(_ record: ProcessRecord, pidfd: Int32, stdout: Int32, stderr: Int32, stdin: Int32) {
+        if pidfd >= 0 {
+            let exit = ExitSource(server: self, process: record)
+            record.exitSource = exit
+            let io = WatchedFD(pidfd, loop: loop)
+            record.pidfdIO = io
+            do { try io.watch(.input, late: true, handler: exit) } catch {
+                log.error("msg=\"cannot watch a pidfd; its exit is polled\" pid=\(record.pid) error=\(Log.q("\(error)"))")
+                table.unwatchedExits.append(record)
+            }
+        }
+        for (fd, stream) in [(stdout, OutputStream.stdout), (stderr, .stderr)] where fd >= 0 {
+            let src = PipeSource(server: self, process: record, stream: stream, fd: fd)
+            record.outputs.append(src)
+            do { try src.watch() } catch {
+                log.error("msg=\"cannot watch an output pipe, closing it\" pid=\(record.pid) error=\(Log.q("\(error)"))")
+                src.close()
+            }
+        }
+        record.stdin = stdin >= 0 ? StdinSink(server: self, fd: stdin) : nil
     }
 
     /// Spawns without copying the daemon's fd table (which holds 4+ fds per process: 16,000 with 4,000

@@ -91,10 +91,10 @@ extension Server {
     /// One line for `systemctl status`: "3 running, 12 exited, 2 followers, 5 connections, 2 listeners".
     func statusLine() -> String {
         var running = 0, followers = 0
-        for p in processes.values {
+        for p in table.processes.values {
             if p.isRunning { running += 1 }
             followers += p.followers.count
         }
-        return "\(running) running, \(exitedOrder.count) exited, \(followers) followers, \(connections.count) connections, \(listeners.count) listeners"
+        return "\(running) running, \(table.exitedOrder.count) exited, \(followers) followers, \(connections.count) connections, \(listeners.count) listeners"
     }
 }

@@ -9,7 +9,7 @@
 // crash: `init(region:maxBytes:maxLineBytes:fresh:)`), or one the journal allocates itself on its first
 // output (heap mode). Both modes run the same code. Lines are records in a byte ring, filled from its start
 // (so a quiet process only touches the first page(s) of its region); dropping the oldest output advances
-// the ring's head. The heap holds only a sparse index (one entry per 32 lines) and the working copies of
+// the ring's head. The heap holds only a sparse index (one entry per 256 lines) and the working copies of
 // the two partial lines, all rebuilt from the region on recovery.
 //
 // Crash consistency: the region is only written by this (single-threaded) code. Every append()/finish()

@@ -35,9 +35,17 @@ func retrying<T: BinaryInteger>(_ call: String, _ body: () -> T) throws -> T? {
         let e = errno
         if e == EINTR { continue }
         if e == EAGAIN || e == EWOULDBLOCK { return nil }
-        throw SysError(call, errno: e)
+        throw checked(SysError(call, errno: e))
     }
 }
 
 /// The current errno as a SysError.
-func lastError(_ call: String) -> SysError { SysError(call, errno: errno) }
+func lastError(_ call: String) -> SysError { checked(SysError(call, errno: errno)) }
+
+/// EBADF and EFAULT are bugs (an fd used after its close, a bad pointer), never conditions to handle:
+/// they stop the daemon at once, naming the call, instead of turning into an error some caller ignores.
+@inline(__always)
+func checked(_ e: SysError) -> SysError {
+    if e.errno == EBADF || e.errno == EFAULT { fatalError("\(e.call): \(e.reason): a bug in tendd (fd used after close?)") }
+    return e
+}

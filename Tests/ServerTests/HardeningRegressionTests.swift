@@ -1,5 +1,5 @@
 // HardeningRegressionTests.swift — regression tests for what fuzzing and the hardening review found in
-// the Server module's request decoding (fuzz/Sources/FuzzRequests drives the same FuzzProbe entry points).
+// the Server module's request decoding (fuzz/Sources/FuzzRequests drives the same pure functions).
 //
 // 1. An error message quoted an attacker-chosen env key in full: `{"env":{"<1 MiB key>":1}}` answered
 //    with a 1 MiB error (and log line). Keys are now clipped.
@@ -10,21 +10,29 @@ import XCTest
 import Server
 
 final class HardeningRegressionTests: XCTestCase {
-    static let server: Server = {
-        var c = Config()
-        c.noCgroup = true
-        c.logLevel = .error
-        return try! Server(config: c)
-    }()
+    enum Body { case start, run, signal }
 
-    private func decode(_ kind: FuzzProbe.Body, _ json: String) -> (Int, String) {
-        let r = FuzzProbe.decode(kind, Array(json.utf8), server: Self.server)
-        return (r.status, r.code)
+    /// (status, code) of the rejection, or (0, "") when accepted; traps on an unbounded error message.
+    private func decode(_ kind: Body, _ json: String) -> (Int, String) {
+        do {
+            switch kind {
+            case .start: _ = try RequestDecoding.start(Array(json.utf8))
+            case .run: _ = try RequestDecoding.start(Array(json.utf8), forRun: true)
+            case .signal: _ = try RequestDecoding.signal(Array(json.utf8))
+            }
+            return (0, "")
+        } catch let e as APIError {
+            precondition(e.message.utf8.count <= 1024, "unbounded error message: \(e.message.utf8.count) bytes")
+            return (e.status, e.code)
+        } catch {
+            XCTFail("non-API error \(error)")
+            return (-1, "")
+        }
     }
 
     func testHugeEnvKeyGivesABoundedError() {
         let key = String(repeating: "K", count: 1 << 20)
-        // FuzzProbe.decode traps when an error message exceeds 1 KiB; reaching the assertion is the test.
+        // decode traps when an error message exceeds 1 KiB; reaching the assertion is the test.
         XCTAssertEqual(decode(.start, "{\"command\":\"x\",\"env\":{\"\(key)\":1}}").1, "INVALID_REQUEST")
         XCTAssertEqual(decode(.run, "{\"command\":\"x\",\"env\":{\"\(key)=\":\"v\"}}").1, "INVALID_REQUEST")
     }
@@ -33,8 +41,10 @@ final class HardeningRegressionTests: XCTestCase {
         let name = "a" + String(repeating: "\u{0301}", count: 100_000)   // one Character, 200 KB
         XCTAssertEqual(decode(.start, "{\"command\":\"x\",\"env\":{\"\(name)\":2}}").1, "INVALID_REQUEST")
         XCTAssertEqual(decode(.start, "{\"command\":\"x\",\"user\":\"\(name)\",\"name\":\"\(name)/\"}").1, "INVALID_REQUEST")
-        XCTAssertEqual(FuzzProbe.route(method: "GET", path: "/api/v1/nope/" + name), 404)
-        XCTAssertLessThanOrEqual(FuzzProbe.clippedForTests(name).utf8.count, 204)
+        guard case .failure(let e) = Router.route(method: "GET", path: "/api/v1/nope/" + name) else { return XCTFail("routed") }
+        XCTAssertEqual(e.status, 404)
+        XCTAssertLessThanOrEqual(e.message.utf8.count, 1024)
+        XCTAssertLessThanOrEqual(Router.clip(name).utf8.count, 204)
     }
 
     func testValidBodiesAreAccepted() {

@@ -70,52 +70,24 @@ final class RouterTests: XCTestCase {
     }
 }
 
-final class SupervisorTests: XCTestCase {
-    private func state(_ policy: RestartPolicyKind, initial: Int64 = 100, max: Int64 = 1000, maxRestarts: Int? = nil) -> ManagedState {
+final class ManagedJSONTests: XCTestCase {
+    func testManagedJSONHasTheSDKFieldsAndDerivesItsStatusFromTheMachine() {
         var spec = ManagedSpec()
-        spec.restart = RestartConfig(policy: policy, maxRestarts: maxRestarts, initialBackoffMs: initial, maxBackoffMs: max)
-        return ManagedState(spec: spec, handle: 1)
-    }
-
-    func testPolicyTable() {
-        let table: [(RestartPolicyKind, Bool, Bool)] = [
-            (.never, true, false), (.never, false, false),
-            (.on_failure, true, false), (.on_failure, false, true),
-            (.always, true, true), (.always, false, true),
-        ]
-        for (policy, clean, want) in table {
-            XCTAssertEqual(state(policy).wantsRestart(exitedCleanly: clean), want, "\(policy) clean=\(clean)")
-        }
-    }
-
-    func testBackoffDoublesUpToTheCapAndResetsAfterALongRun() {
-        let m = state(.always, initial: 100, max: 1000)
-        XCTAssertEqual((0..<6).map { _ in m.nextBackoff(runtimeMs: 50) }, [100, 200, 400, 800, 1000, 1000])
-        XCTAssertEqual(m.nextBackoff(runtimeMs: ManagedState.backoffResetMs), 100, "a long run resets the sequence")
-        XCTAssertEqual(m.nextBackoff(runtimeMs: 0), 200)
-        let zero = state(.always, initial: 0, max: 0)
-        XCTAssertEqual(zero.nextBackoff(runtimeMs: 0), 0)
-    }
-
-    func testRestartLimit() {
-        let m = state(.always, maxRestarts: 2)
-        XCTAssertFalse(m.restartLimitReached)
-        m.restartCount = 2
-        XCTAssertTrue(m.restartLimitReached)
-        let unlimited = state(.always, maxRestarts: nil)
-        unlimited.restartCount = 1_000_000
-        XCTAssertFalse(unlimited.restartLimitReached)
-    }
-
-    func testManagedJSONHasTheSDKFields() {
-        let m = state(.on_failure)
-        guard case .object(let kv) = m.json else { return XCTFail("not an object") }
+        spec.restart.kind = .on_failure
+        let m = ManagedState(spec: spec, handle: 1)
+        var machine = ProcessMachine(policy: spec.restart, stopGraceMs: 100, pipesOpen: false)
+        guard case .object(let kv) = m.json(machine) else { return XCTFail("not an object") }
         let keys = Set(kv.map { $0.0 })
         for k in ["id", "name", "status", "restart_count", "restart", "health_check", "health_status",
                   "consecutive_health_failures", "last_exit", "last_error", "next_restart_at"] {
             XCTAssertTrue(keys.contains(k), k)
         }
-        XCTAssertEqual(m.json["status"], .string("starting"))
-        XCTAssertEqual(m.json["health_status"], .string("disabled"))
+        XCTAssertEqual(m.json(machine)["status"], .string("running"))
+        XCTAssertEqual(m.json(machine)["health_status"], .string("disabled"))
+        _ = machine.handle(.leaderExited(cleanly: false, runtimeMs: 5))
+        XCTAssertEqual(m.json(machine)["status"], .string("backing_off"))
+        _ = machine.handle(.stopRequested(Teardown(graceMs: 100)))
+        XCTAssertEqual(m.json(machine)["status"], .string("stopped"))
+        XCTAssertEqual(m.json(machine)["restart_count"], .int(0))
     }
 }

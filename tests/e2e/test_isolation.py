@@ -191,6 +191,19 @@ def test_request_paths_cannot_reach_the_filesystem(iso):
     assert fd_count(d.pid) <= fds + 1, "requests for paths opened files"
 
 
+def _settled(pid: int) -> int:
+    """Waits until `pid` (a `sleep`) has finished exec and its libc start-up and sits in its nanosleep:
+    before that the dynamic loader may hold files (libc.so.6 as fd 3) that are not inherited fds."""
+    def sleeping():
+        try:
+            with open(f"/proc/{pid}/wchan") as f:
+                return "nanosleep" in f.read()
+        except OSError:
+            return False
+    wait_for(sleeping, 10, what=f"process {pid} to settle in its sleep")
+    return pid
+
+
 def _fd_links(pid: int) -> dict[int, str]:
     out = {}
     for name in os.listdir(f"/proc/{pid}/fd"):
@@ -221,7 +234,7 @@ def test_children_inherit_no_daemon_fds_or_private_env(iso):
     probe = d.sh("sleep 30 & exec sleep 31", stdin_mode="pipe")
     grand = wait_for(lambda: [p for p in _children(probe["pid"])], 5, what="the grandchild")[0]
     for pid, stdin in ((probe["pid"], "pipe:"), (grand, None)):
-        links = _fd_links(pid)
+        links = _fd_links(_settled(pid))
         assert sorted(links) == [0, 1, 2], f"child {pid} has fds {links}"
         if stdin:
             assert links[0].startswith("pipe:") and links[1].startswith("pipe:") and links[2].startswith("pipe:"), links
@@ -230,7 +243,7 @@ def test_children_inherit_no_daemon_fds_or_private_env(iso):
                     if l in daemon_links and not l.startswith("pipe:") and l != "/dev/null"], links
         assert not [l for l in links.values() if "socket:" in l or "anon_inode" in l], links
     closed = d.start("sleep", ["30"], stdin_mode="closed", stdout_mode="discard", stderr_mode="discard")
-    links = _fd_links(closed["pid"])
+    links = _fd_links(_settled(closed["pid"]))
     assert sorted(links) == [0, 1, 2] and set(links.values()) == {"/dev/null"}, links
     # Environment: the daemon's minus its private variables.
     envp = d.sh("env; sleep 1")

@@ -162,7 +162,9 @@ def test_raw_follow_never_silently_loses_bytes(daemon_factory):
     c, status, headers = _raw_follow(d, p["pid"], rcvbuf=4096)
     assert status == 200
     d.post(f"{P}/{p['pid']}/stdin", body=b"go\n")
-    time.sleep(1.0)                       # stall while the child floods far past the ring
+    # Stall until the child has written everything (it can finish only because tendd never stops reading
+    # its pipe): by then the flood went far past the 16 KiB ring, whatever the machine's speed.
+    d.wait_exit(p["pid"], timeout=60)
     offset = int(headers["x-tend-offset"])
     gaps = 0
     while True:
