@@ -219,6 +219,140 @@ def sc_sse(env, R, quick):
     add("1. SSE follow", "80 B lines, journal 256 MiB (no loss): lines/s", "lines/s", tl, bl, True, None, "(info)", "")
 
 
+def sc_retention(env, R, quick):
+    """Issue 13: the disk tier's cost on SSE throughput (tier on vs off, side by side) and the burst case: a
+    follower (curl writing to a file) attached before 1 M 80-byte lines, for tendd with and without the tier,
+    the C relay and the Tensorlake daemon: lines delivered, lines lost, daemon peak RSS."""
+    sect = "8. Retention (disk tier)"
+    ret = os.path.join(env.tmp, "retention")
+    res = {}
+
+    def start_on(port, *flags):
+        errlog = open(os.path.join(env.tmp, f"tendd-{port}.log"), "a")
+        p = subprocess.Popen([env.tendd, "--listen", f"127.0.0.1:{port}", "--token-file", env.tokfile, *flags],
+                             stdout=subprocess.DEVNULL, stderr=errlog)
+        procs.append(p)
+        wait_port(port, p)
+        return p
+
+    # Lossless delivery with the tier on (1 MiB journal + disk) vs the tier off with a journal big enough to
+    # hold everything (256 MiB, the same delivered lines), and both against the C relay, alternating.
+    relay_port = BASE_PORT + 1
+    for size, n in [(80, 1_000_000 if quick else 2_000_000), (4096, 20_000 if quick else 50_000)]:
+        log(f"retention: SSE {size} B lines x {n}: tier on, tier off (journal 256 MiB), C relay")
+        on = start_on(TENDD_PORT, "--retention-dir", ret)
+        off = start_on(BASE_PORT, "--retention-dir", "none", "--journal-bytes", str(256 << 20))
+        relay = subprocess.Popen([env.b("sse_relay"), str(relay_port), "1", env.b("lines"), str(size), str(n)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(relay)
+        wait_port(relay_port, relay)
+        got = {"on": [], "off": [], "relay": []}
+        lost = {"on": 0, "off": 0}
+        for i in range(R):
+            for who in (["on", "off", "relay"] if i % 2 == 0 else ["relay", "off", "on"]):
+                if who == "relay":
+                    r = env.client("sse", relay_port, env.token, 1, "base")
+                else:
+                    port = TENDD_PORT if who == "on" else BASE_PORT
+                    r = env.client("sse", port, env.token, 1, "tendd", start_json(env.b("lines"), [str(size), str(n), "wait"], True))
+                    lost[who] = max(lost[who], n - r["lines"])
+                got[who].append(r["lines"] / r["secs"])
+        env.stop(on); env.stop(off); env.stop(relay)
+        add(sect, f"SSE {size} B lines: lines/s, tier on (tendd) vs tier off, journal 256 MiB (base column)", "lines/s",
+            got["on"], got["off"], True, 0.95, "≥ 0.95", f"lines lost: tier on {lost['on']}, tier off {lost['off']}")
+        add(sect, f"SSE {size} B lines: lines/s, tier on vs C relay", "lines/s", got["on"], got["relay"], True, None, "(info)", "")
+        add(sect, f"SSE {size} B lines: lines/s, tier off (journal 256 MiB) vs C relay", "lines/s", got["off"], got["relay"],
+            True, None, "(info)", "")
+        res[f"sse{size}"] = got
+
+    # The burst: curl -o file as the reader, attached before the child prints.
+    n = 1_000_000
+    out = os.path.join(env.tmp, "burst.sse")
+
+    def curl(port, path, token):
+        return subprocess.Popen(["curl", "-sN", "-o", out, "-H", f"Authorization: Bearer {token}",
+                                 f"http://127.0.0.1:{port}{path}"])
+
+    def delivered():
+        data = open(out, "rb").read()
+        return data.count(b'"line":"'), data.count(b"event:gap") + data.count(b"event: gap")
+
+    def post(port, path, body=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body if body is not None else b"",
+                                     method="POST", headers={"Authorization": f"Bearer {env.token}",
+                                                             "Content-Type": "application/json"})
+        with urllib.request.urlopen(req) as r:
+            return r.status, r.read()
+
+    def wait_file():
+        end = time.time() + 5
+        while time.time() < end and not os.path.exists(out): time.sleep(0.01)
+
+    import urllib.request
+    burst = {}
+    for label, flags in [("tendd, disk tier on", ["--retention-dir", ret]), ("tendd, disk tier off", ["--retention-dir", "none"])]:
+        log(f"retention: burst, {label}")
+        rows_ = []
+        for _ in range(max(1, R - 2)):
+            if os.path.exists(out): os.remove(out)
+            d = start_on(TENDD_PORT, *flags)
+            st, body = post(TENDD_PORT, "/api/v1/processes", start_json(env.b("lines"), ["80", str(n), "wait"], True).encode())
+            pid = json.loads(body)["pid"]
+            c = curl(TENDD_PORT, f"/api/v1/processes/{pid}/output/follow", env.token)
+            time.sleep(0.3)   # the follower is attached (no output yet, so there is no event to wait for)
+            post(TENDD_PORT, f"/api/v1/processes/{pid}/stdin/close")
+            c.wait(300)
+            hwm = rss_kib(d.pid, "VmHWM")
+            env.stop(d)
+            got, gaps = delivered()
+            rows_.append((got, n - got, hwm))
+        burst[label] = rows_
+    log("retention: burst, C relay")
+    rows_ = []
+    for _ in range(max(1, R - 2)):
+        if os.path.exists(out): os.remove(out)
+        base = env.start_base(["sse_relay", str(BASE_PORT), "1", env.b("lines"), "80", str(n)])
+        c = curl(BASE_PORT, "/api/v1/processes/1/output/follow", env.token)
+        c.wait(300)
+        hwm = rss_kib(base.pid, "VmHWM")
+        env.stop(base)
+        got, _ = delivered()
+        rows_.append((got, n - got, hwm))
+    burst["C relay (sse_relay.c)"] = rows_
+    tl = os.path.join(ROOT, "..", "shared", "peers", "tensorlake-daemon", "tensorlake-daemon")
+    if os.path.exists(tl):
+        log("retention: burst, Tensorlake daemon")
+        rows_ = []
+        for _ in range(max(1, R - 2)):
+            if os.path.exists(out): os.remove(out)
+            logdir = tempfile.mkdtemp(dir=env.tmp)
+            p = subprocess.Popen([tl, "--http-port", str(BASE_PORT), "--log-dir", logdir],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(p)
+            wait_port(BASE_PORT, p)
+            # (its stdin close raced with the start once and never reached the child: a delayed start instead)
+            st, body = post(BASE_PORT, "/api/v1/processes",
+                            start_json("/bin/sh", ["-c", f"sleep 1; exec {env.b('lines')} 80 {n}"]).encode())
+            pid = json.loads(body)["pid"]
+            c = curl(BASE_PORT, f"/api/v1/processes/{pid}/output/follow", env.token)
+            try:
+                c.wait(60)
+            except subprocess.TimeoutExpired:   # seen: a follower that lagged gets no eof; count what came
+                c.kill(); c.wait()
+                log("retention: the Tensorlake daemon's follow did not end within 60 s")
+            hwm = rss_kib(p.pid, "VmHWM")
+            env.stop(p)
+            got, _ = delivered()
+            rows_.append((got, n - got, hwm))
+        burst["Tensorlake daemon"] = rows_
+    for label, rs in burst.items():
+        got = [r[0] for r in rs]; lost = [r[1] for r in rs]; hwm = [r[2] for r in rs]
+        add(sect, f"burst 1 M x 80 B, curl follower: lines delivered ({label})", "lines", got, None, True, None,
+            "(info)", f"lost {max(lost)} (max over runs); daemon peak RSS {min(hwm)}–{max(hwm)} KiB")
+    res["burst"] = burst
+    return res
+
+
 def sc_lat(env, R, quick):
     count = 500 if quick else 2000
     log(f"latency: {count} ping-pongs per run")
@@ -843,7 +977,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int)
-    ap.add_argument("--only", default="sse,lat,raw,start,info,fanout,density,files,metrics,interactive")
+    ap.add_argument("--only", default="sse,retention,lat,raw,start,info,fanout,density,files,metrics,interactive")
     ap.add_argument("--analysis", help="markdown file appended to the report as its Analysis section")
     ap.add_argument("--merge", action="store_true", help="keep the sections of results/raw.json that this run does not measure")
     ap.add_argument("--report-only", action="store_true", help="rewrite REPORT.md and ratios.svg from results/raw.json")
@@ -872,7 +1006,7 @@ def main():
     os.chmod(env.tokfile, 0o600)
     t0 = time.time()
     todo = args.only.split(",")
-    scen = [("sse", sc_sse), ("lat", sc_lat), ("raw", sc_raw), ("start", sc_start), ("info", sc_info),
+    scen = [("sse", sc_sse), ("retention", sc_retention), ("lat", sc_lat), ("raw", sc_raw), ("start", sc_start), ("info", sc_info),
             ("fanout", sc_fanout), ("density", sc_density), ("files", sc_files), ("metrics", sc_metrics), ("interactive", sc_interactive)]
     extra = {}
     try:

@@ -172,6 +172,11 @@ extension Server {
                 return .noContent
             case .output(let id, let filter, _):
                 let p = try lookup(id)
+                // retention (issue 13): output that reaches into the disk tier is streamed (OutputList.swift).
+                if p.journal.oldestSeq < p.journal.headSeq {
+                    connection.beginStream(headers: [("Content-Type", "application/json")])
+                    return .streaming(OutputList(connection: connection, process: p, filter: filter))
+                }
                 return .rawJSON(200, outputResponse(p, filter))
             case .raw(let id, let stream):
                 return try rawOutput(try lookup(id), stream, head, connection)

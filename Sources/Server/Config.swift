@@ -35,6 +35,13 @@ public struct Config {
     public var noCgroup = false
     /// Where the state file lives (crash and upgrade survival); default $RUNTIME_DIRECTORY. nil: off.
     public var stateDir: String? = nil
+    // retention (issue 13): the disk tier behind the memory journal (README "Output retention").
+    /// Its directory: nil: `$CACHE_DIRECTORY` (systemd `CacheDirectory=`), `none`: off.
+    public var retentionDir: String? = nil
+    /// Disk bytes per process (segment files); 0: the tier is off.
+    public var retentionProcessBytes = 64 << 20
+    /// Disk bytes for all processes; nil: a tenth of the filesystem holding the directory.
+    public var retentionTotalBytes: Int? = nil
     /// Per-connection output queue high watermark: above it the daemon stops producing for that client.
     public var writeHighWater = 256 << 10
     /// metrics: no counters, no loop clock reads, no /metrics route (`--no-metrics`; for measuring their cost).

@@ -58,6 +58,15 @@ extension Server {
                 // Readable stays readable: only the hang-up (EPOLLHUP, always reported) may wake us now.
                 p.pidfdIO?.setInterest([])
             }
+            if events.contains(.hangup) {
+                // Reaped, but its status is not published yet: the hang-up stays reported, so stop watching
+                // (no spin) and look again shortly.
+                p.pidfdIO?.unwatch()
+                loop.schedule(afterMs: 5) { [weak self, weak p] in
+                    guard let self, let p, p.isRunning, p.pidfd >= 0 else { return }
+                    self.childExited(p, events: [.input, .hangup])
+                }
+            }
             return nil
         case .exited(let r):
             let seen = endReapWait(p)

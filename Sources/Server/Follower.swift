@@ -55,11 +55,8 @@ final class Follower {
             var produced = false
             let budget = highWater - connection.pendingOutput
             connection.appendChunk { out in
-                if cursor < journal.headSeq {
-                    var missed = journal.missed(from: cursor)
-                    if let known = cursorBytes {
-                        missed.bytes = journal.bytesBefore(journal.headSeq) &- known
-                    }
+                // retention (issue 13): gaps and reads cover the disk tier and the memory journal (Retained.swift).
+                if let missed = journal.gap(at: cursor, knownBytes: cursorBytes) {
                     if missed.lines > 0 {
                         out.append(contentsOf: Follower.gapPrefix)
                         appendJSONInt(Int64(missed.lines), to: &out)
@@ -68,20 +65,24 @@ final class Follower {
                         out.append(contentsOf: Follower.eventEnd)
                         produced = true
                     }
-                    cursor = journal.headSeq
-                    cursorBytes = journal.bytesBefore(cursor)
+                    cursor = missed.resume
+                    cursorBytes = missed.resumeBytes
                 }
                 let startCount = out.count
                 var events: UInt64 = 0   // metrics: events sent
-                let next = journal.read(from: cursor, filter: filter, maxLines: 1024) { e in
+                let (next, nextBytes) = journal.readRetained(from: cursor, filter: filter, maxLines: 1024) { e in
                     encode(e, into: &out)
                     events &+= 1
                     return out.count - startCount < budget
                 }
                 connection.server.metrics?.sseEvents &+= events   // metrics: events sent
-                if next != cursor { produced = true }
-                cursor = next
-                cursorBytes = journal.bytesBefore(next)
+                if next != cursor {
+                    produced = true
+                    cursor = next
+                    cursorBytes = nextBytes
+                } else if cursor < journal.headSeq {
+                    produced = true   // a disk batch could not be read: the next turn reports its gap
+                }
             }
             if !produced { break }
         }

@@ -216,6 +216,7 @@ extension Server {
             let pipesOpen = byName[Persistence.name(h, "out")] != nil || byName[Persistence.name(h, "err")] != nil
             let p = ProcessRecord(handle: h, spec: spec, output: output!,
                                   machine: restoredMachine(spec, status: decodeStatus(entry), managed: entry["managed"], pipesOpen: pipesOpen))
+            attachRetention(p)   // retention (issue 13): recovers its segment files
             if let region = p.region { persistence?.store(region.fd, h, "jnl") }
             p.pid = Int32(pid64)
             if case .int(let t)? = entry["started_at"] { p.startedAt = t }

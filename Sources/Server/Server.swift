@@ -23,6 +23,8 @@ public final class Server {
     let acceptGuard = AcceptGuard()
     let ownership: Ownership
     var persistence: Persistence?
+    /// retention (issue 13): the disk tier of output retention (nil: off). Retention.swift.
+    var retention: DiskRetention?
     public var persistenceEnabled: Bool { persistence != nil }
     /// This binary, as a path that still names the new file after an upgrade replaced it.
     let executablePath: String
@@ -68,6 +70,7 @@ public final class Server {
            Proc.isDirectory(dir) {
             persistence = Persistence(dir: dir, notifier: notifier)
         }
+        retention = Server.makeRetention(config, log)   // retention (issue 13)
         ownership = Ownership(disabled: config.noCgroup || Proc.getenv("TENDD_NO_CGROUP") == "1", log: log)
         startedAtMono = Clock.monotonicMs()
         devNull = try FD.open("/dev/null", flags: FD.readWrite)
@@ -220,6 +223,7 @@ public final class Server {
         persistence?.drop(p.handle, "jnl")
         persistence?.goneHandles.insert(p.handle)
         persistence?.dirtyRecords[p.handle] = nil
+        retention?.remove(handle: p.handle)   // retention (issue 13): its disk files go with it
         log.debug("msg=\"record forgotten\" pid=\(p.pid) handle=\(p.handle)")
     }
 
@@ -291,6 +295,7 @@ public final class Server {
             for p in table.processes.values { for k in ["pid", "out", "err", "in", "jnl"] { persistence.drop(p.handle, k) } }
             persistence.clear()
         }
+        retention?.removeAll()   // retention (issue 13): a clean stop re-adopts nothing
         log.info("msg=stopped")
         exitCode = 0
     }

@@ -20,6 +20,7 @@ extension Server {
         let output = makeOutput(handle: handle, maxBytes: config.journalBytes, maxLineBytes: config.maxLineBytes,
                                 rawBytes: config.rawBytes)
         let record = ProcessRecord(handle: handle, spec: spec, output: output, machine: machine(for: spec))
+        attachRetention(record)   // retention (issue 13)
         let region = record.region
         if let m = spec.managed { record.managed = ManagedState(spec: m, handle: handle) }
         do { try launch(record) } catch { metrics?.spawnFailed(error); throw error }   // metrics: spawn failures

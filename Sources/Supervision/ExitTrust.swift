@@ -47,6 +47,10 @@ public enum ExitTrust {
     /// How long an exited process may stay unreaped by its parent before its status is given up as unknown.
     /// systemd reaps within milliseconds; only a parent that never reaps (no service manager) reaches it.
     public static let reapWaitMs: Int64 = 10_000
+    /// The kernel publishes the reap (the pidfd's hang-up) and the exit information one after the other: a
+    /// look between the two sees the hang-up without the status (seen once in a full systemd suite: a PTY
+    /// session's exit reported as unknown). Look again for this long before saying unknown.
+    public static let hangupGraceMs: Int64 = 200
 
     /// - Parameters:
     ///   - reap: the answer of the non-blocking reap through the pidfd.
@@ -76,7 +80,12 @@ public enum ExitTrust {
             if case .failed(let w) = reap { why += "; waitid errno \(w)" }
             return .unknown(why)
         case .notYet?, nil:
-            if hungUp { return .unknown("reaped by its parent, but the kernel kept no exit status") }
+            if hungUp {
+                if let w = waitedMs, w >= hangupGraceMs {
+                    return .unknown("reaped by its parent, but the kernel kept no exit status")
+                }
+                return .awaitReap
+            }
             if !exited { return .running }
             if let w = waitedMs, w >= reapWaitMs {
                 return .unknown("exited but not reaped by its parent within \(reapWaitMs) ms")

@@ -60,6 +60,17 @@ public struct JournalEntry {
     public let text: UnsafeRawBufferPointer
 }
 
+/// Retention (issue 13): where lines go when they leave the memory ring (the disk tier, `DiskTier`).
+/// Called from inside `append`/`finish`; an implementation must not use the journal.
+public protocol JournalSpill: AnyObject {
+    /// Line `seq` is about to be dropped from the ring (lines come in seq order). `bytesBefore`: text
+    /// bytes of every line before it. `text` is valid only during the call.
+    func spillLine(seq: UInt64, stream: OutputStream, timestampMs: Int64, text: UnsafeRawBufferPointer, bytesBefore: UInt64)
+    /// The journal is about to commit a state that no longer holds the lines spilled since the last call:
+    /// they must be durable (written) when this returns, so that a crash loses no line.
+    func spillCommit()
+}
+
 /// Why a journal could not be recovered from a region.
 public struct JournalRecoveryError: Error, CustomStringConvertible {
     public let description: String
@@ -131,6 +142,12 @@ public final class Journal {
     public var _commitHook: (() -> Void)? {
         get { core.commitHook }
         set { core.commitHook = newValue }
+    }
+
+    /// Retention (issue 13): receives every line before it leaves the ring (nil: dropped lines are lost).
+    public var spill: JournalSpill? {
+        get { core.spill }
+        set { core.spill = newValue }
     }
 
     /// The effective bound on `retainedBytes`: a little less than `boundBytes` (see Geometry).
@@ -453,6 +470,8 @@ private struct JournalCore {
     /// headSeq, visible to a `read` running on a copy of this struct.
     let live: UnsafeMutablePointer<UInt64>
     var commitHook: (() -> Void)?
+    /// Retention (issue 13): the disk tier lines are spilled into before they are dropped.
+    var spill: JournalSpill?
 
     init(geometry g: Geometry) {
         geo = g
@@ -617,6 +636,8 @@ private struct JournalCore {
     /// Publishes the current state. `midway`: the stream being processed mid-call, whose state is
     /// `pending` (its partial line; no carry) rather than the one in `self`.
     mutating func commit(midway: OutputStream? = nil, pending: UnsafeBufferPointer<UInt8> = .init(start: nil, count: 0)) {
+        // Retention (issue 13): the spilled lines reach the disk before a commit forgets them.
+        if let sink = spill { sink.spillCommit() }
         var placements = committedPartial
         var carries = (out.carry, out.carryCount, err.carry, err.carryCount)
         if midway == .stdout {
@@ -936,7 +957,9 @@ private struct JournalCore {
         if end > headPos &+ ringSize64 {
             // The ring itself is full (only with many time-base records): drop lines until it fits.
             let first = headSeq, before = droppedBytes
-            while end > headPos &+ ringSize64 && headSeq < nextSeq { dropRecord() }
+            while end > headPos &+ ringSize64 && headSeq < nextSeq {
+                if let sink = spill { dropSpilling(sink) } else { dropRecord() }
+            }
             if headSeq == nextSeq { emptyRing() }
             if headSeq > first { recordDrop(first, before) }
         }
@@ -978,6 +1001,18 @@ private struct JournalCore {
         }
     }
 
+    /// Drops the line at the head after handing it to the spill sink (retention, issue 13).
+    @inline(__always)
+    mutating func dropSpilling(_ sink: JournalSpill) {
+        let w = skipToLine(ring, ringSize, &headPos, &headPhys, &headBase)
+        let len = Int(w & lenMask)
+        let delta = Int64(ring.loadUnaligned(fromByteOffset: headPhys &+ 4, as: Int32.self))
+        sink.spillLine(seq: headSeq, stream: w & stderrBit != 0 ? .stderr : .stdout, timestampMs: headBase &+ delta,
+                       text: UnsafeRawBufferPointer(start: ring + (headPhys &+ lineOverhead), count: len),
+                       bytesBefore: droppedBytes)
+        dropRecord()
+    }
+
     /// Drops the record at the head (a line, or a wrap / time-base record before one).
     mutating func dropRecord() {
         let w = skipToLine(ring, ringSize, &headPos, &headPhys, &headBase)
@@ -1006,6 +1041,10 @@ private struct JournalCore {
         guard retainedCost &+ extra > maxBytes, headSeq < nextSeq else { return }
         let target = max(retainedCost &+ extra &- maxBytes, dropTarget)
         let first = headSeq, before = droppedBytes, startCost = retainedCost
+        // Retention (issue 13): with a disk tier every line is handed over, one at a time.
+        if let sink = spill {
+            while headSeq < nextSeq && startCost &- retainedCost < target { dropSpilling(sink) }
+        }
         while headSeq < nextSeq {
             let dropped = startCost &- retainedCost
             if dropped >= target { break }

@@ -30,6 +30,9 @@ usage: tendd [--listen ADDR]... --token-file PATH [options]
                            also TENDD_NO_CGROUP=1
   --no-metrics             no /metrics and no counters (to measure their cost); also TENDD_NO_METRICS=1
   --state-dir DIR          state file for crash/upgrade survival (default $RUNTIME_DIRECTORY; none: off)
+  --retention-dir DIR      disk tier of output retention (default $CACHE_DIRECTORY; none: off)
+  --retention-process-bytes N  disk bytes of output kept per process (default 67108864; 0 = tier off)
+  --retention-total-bytes N    disk bytes of output kept for all processes (default: a tenth of the filesystem)
   --version, --help
 
 Under systemd (tendd.socket), listeners come from socket activation; --listen adds more.
@@ -87,6 +90,9 @@ while let a = args.popFirst() {
     case "--no-cgroup": config.noCgroup = true
     case "--no-metrics": config.noMetrics = true   // metrics: off switch
     case "--state-dir": config.stateDir = value(flag)
+    case "--retention-dir": config.retentionDir = value(flag)
+    case "--retention-process-bytes": let n = number(flag); config.retentionProcessBytes = n == 0 ? 0 : max(1 << 20, n)
+    case "--retention-total-bytes": config.retentionTotalBytes = max(1 << 20, number(flag))
     case "--version": print("tendd 0.1.0"); Proc.exit(0)
     case "--help", "-h": print(usage); Proc.exit(0)
     default: fail("unknown argument '\(a)'\n\(usage)")
@@ -132,6 +138,7 @@ do {
         let summary = server.restore(stored: stored)
         server.log.info("msg=\"restore\" \(summary)")
     }
+    server.pruneRetention()   // retention (issue 13): files of records that no longer exist
     try server.listen(on: addresses, inherited: inherited)
     server.log.info("msg=ready version=0.1.0 pid=\(Proc.myPid)")
     if Proc.getenv("TENDD_NO_TRIM") != "1" { CodePages.trim() }

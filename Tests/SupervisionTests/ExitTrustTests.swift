@@ -34,8 +34,11 @@ final class ExitTrustTests: XCTestCase {
     }
 
     func testUnknownIsExplicit() {
-        // Reaped but no info: unknown (a kernel that keeps no exit info), not a code.
-        guard case .unknown = v(.notOurChild, .notYet, exited: true, hungUp: true) else { return XCTFail() }
+        // Reaped but no info: looked at again for a moment (the info follows the hang-up), then unknown (a
+        // kernel that keeps no exit info), never a code.
+        XCTAssertEqual(v(.notOurChild, .notYet, exited: true, hungUp: true), .awaitReap)
+        XCTAssertEqual(v(.notOurChild, .notYet, exited: true, hungUp: true, waited: ExitTrust.hangupGraceMs - 1), .awaitReap)
+        guard case .unknown = v(.notOurChild, .notYet, exited: true, hungUp: true, waited: ExitTrust.hangupGraceMs) else { return XCTFail() }
         // Never reaped within the bound.
         guard case .unknown(let why) = v(.notOurChild, .notYet, exited: true, waited: ExitTrust.reapWaitMs) else { return XCTFail() }
         XCTAssertTrue(why.contains("not reaped"), why)
