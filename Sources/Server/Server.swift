@@ -39,6 +39,7 @@ public final class Server {
     var spawnSlots: [Int32]?
     public private(set) var exitCode: Int32? = nil
     let baseEnvironment: [(String, String)]
+    lazy var childEnvironment = ChildEnvironment(baseEnvironment)   // issue17-perf: joined once, see ChildEnvironment.swift
 
     public init(config: Config) throws {
         self.config = config
@@ -127,6 +128,7 @@ public final class Server {
         s.reg = try loop.register(sfd, .input, late: true, handler: s)
         signalSource = s
         loop.addBeforeSleep { [unowned self] in self.beforeSleep() }
+        loop.addBeforeSleep { [unowned self] in self.log.flush() }   // issue17-perf: one log write per loop turn, last
         scheduleTick()
     }
 
