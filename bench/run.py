@@ -487,7 +487,7 @@ def sc_density(env, R, quick):
             d = env.start_tendd(); port = TENDD_PORT
         else:
             d = env.start_base(["api_server", str(BASE_PORT), env.token]); port = BASE_PORT
-        time.sleep(0.5)
+        time.sleep(1.6)   # idle: the readiness check's connection closed > 1 s ago (tendd then gives code pages back)
         r = {"idle": rss_kib(d.pid)}
 
         def rate(key):
@@ -521,7 +521,7 @@ def sc_density(env, R, quick):
     if env.peer:
         log("density: Tensorlake daemon")
         d = env.start_peer()
-        time.sleep(0.5)
+        time.sleep(1.6)
         P["idle"] = rss_kib(d.pid)
         for _ in range(reps):
             env.client("start", PEER_PORT, env.token, 1, total, true_body)

@@ -39,6 +39,7 @@ public final class Server {
     var spawnSlots: [Int32]?
     public private(set) var exitCode: Int32? = nil
     let baseEnvironment: [(String, String)]
+    var idleTrim = IdleTrim()   // issue17-perf
     lazy var childEnvironment = ChildEnvironment(baseEnvironment)   // issue17-perf: joined once, see ChildEnvironment.swift
 
     public init(config: Config) throws {
@@ -173,6 +174,10 @@ public final class Server {
 
     private func tick() {
         let now = loop.now
+        // issue17-perf: give the code pages back once the daemon has been idle a second (IdleTrim.swift).
+        if idleTrim.tick(busy: !connections.isEmpty || table.runningCount > 0, now: now), Proc.getenv("TENDD_NO_TRIM") != "1" {
+            CodePages.trim()
+        }
         if orphanScanDue { orphanScanDue = false; reapOrphans() }
         if !table.unwatchedExits.isEmpty {
             for p in table.unwatchedExits where p.isRunning && p.pidfd >= 0 { childExited(p) }
