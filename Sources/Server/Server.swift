@@ -309,6 +309,7 @@ final class Listener: EventHandler {
             } catch { return }
             guard let cfd else { return }
             server.acceptSucceeded()
+            server.idleTrim.noteActivity()   // issue17-perf: a connection, however short, ends an idle period
             server.accepted(cfd)
         }
     }

@@ -20,4 +20,14 @@ final class IdleTrimTests: XCTestCase {
         XCTAssertFalse(t.tick(busy: false, now: 12 * q - 1))
         XCTAssertTrue(t.tick(busy: false, now: 12 * q))
     }
+
+    func testAConnectionBetweenTicksCountsAsActivity() {
+        var t = IdleTrim()
+        let q = IdleTrim.quietMs
+        t.noteActivity()                                   // accepted and closed before any tick saw it
+        XCTAssertFalse(t.tick(busy: false, now: 100))
+        XCTAssertFalse(t.tick(busy: false, now: 100 + q - 1))
+        XCTAssertTrue(t.tick(busy: false, now: 100 + q))
+        XCTAssertFalse(t.tick(busy: false, now: 100 + 5 * q))
+    }
 }
