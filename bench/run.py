@@ -700,7 +700,7 @@ def write_svg(path):
         label = label.replace("&", "&amp;").replace("<", "&lt;")
         out.append(f'<text x="{left - 8}" y="{y + bh * 0.7}" text-anchor="end">{label}</text>')
         out.append(f'<rect x="{left}" y="{y}" width="{max(1, min(v, 8.0) * scale):.1f}" height="{bh}" fill="{color}"/>')
-        out.append(f'<text x="{left + v * scale + 4:.1f}" y="{y + bh * 0.7}">{v:.2f}</text>')
+        out.append(f'<text x="{left + min(v, 8.0) * scale + 4:.1f}" y="{y + bh * 0.7}">{v:.2f}</text>')
         tx = left + t * scale
         out.append(f'<line x1="{tx:.1f}" y1="{y - 2}" x2="{tx:.1f}" y2="{y + bh + 2}" stroke="black" stroke-width="2"/>')
     out.append("</svg>")
