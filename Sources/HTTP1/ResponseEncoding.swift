@@ -101,9 +101,13 @@ private func appendASCII(_ s: StaticString, to out: inout [UInt8]) {
     s.withUTF8Buffer { out.append(contentsOf: $0) }
 }
 
+/// Header names and values: a control byte (other than HT) becomes a space. The usual clean value is
+/// appended in one copy; byte by byte only when something must be replaced.
 private func appendSanitized(_ s: String, to out: inout [UInt8]) {
-    for b in s.utf8 {
-        out.append((b < 0x20 && b != asciiHT) || b == 0x7F ? asciiSP : b)
+    var s = s
+    s.withUTF8 { buf in
+        if !buf.contains(where: { ($0 < 0x20 && $0 != asciiHT) || $0 == 0x7F }) { out.append(contentsOf: buf); return }
+        for b in buf { out.append((b < 0x20 && b != asciiHT) || b == 0x7F ? asciiSP : b) }
     }
 }
 

@@ -186,6 +186,19 @@ func asciiLower(_ b: UInt8) -> UInt8 {
 }
 
 /// ASCII case-insensitive equality (non-ASCII bytes must match exactly).
+/// The common case (two Strings, e.g. a header name and a literal): compared over their contiguous
+/// UTF-8 in place; walking two `UTF8View`s with `zip` showed up in every request's profile.
+func asciiCaseInsensitiveEquals(_ a: String, _ b: String) -> Bool {
+    var a = a, b = b
+    guard a.utf8.count == b.utf8.count else { return false }
+    return a.withUTF8 { x in
+        b.withUTF8 { y in
+            for i in 0..<x.count where asciiLower(x[i]) != asciiLower(y[i]) { return false }
+            return true
+        }
+    }
+}
+
 func asciiCaseInsensitiveEquals<A: StringProtocol, B: StringProtocol>(_ a: A, _ b: B) -> Bool {
     let ua = a.utf8, ub = b.utf8
     guard ua.count == ub.count else { return false }

@@ -41,9 +41,9 @@ extension Server {
                 m.restartWaiters.removeAll()
                 for w in waiters { w() }
             case .retire:
-                if !table.exitedOrder.contains(where: { $0 === p }) { table.exitedOrder.append(p) }
+                table.exitedOrder.append(p)   // issue17-perf: O(1), keeps the place of a record already kept
             case .unretire:
-                table.exitedOrder.removeAll { $0 === p }
+                table.exitedOrder.remove(p)   // issue17-perf: O(1)
             case .persist:
                 markStateDirty(p)
             }

@@ -490,6 +490,7 @@ extension Server {
         env.append("LISTEN_FDNAMES=" + fds.map { $0.1 }.joined(separator: ":"))
         env.append("TENDD_REEXEC=1")
         if let dir = persistence?.dir, config.stateDir == nil { env.append("RUNTIME_DIRECTORY=\(dir)") }
+        log.flush()   // issue17-perf: buffered log lines are written before the image is replaced
         testPause.reach(.reexec, log)   // chaos: test-only pause point
         let err = Proc.exec(executablePath, argv: CommandLine.arguments, env: env)
         // Our fds 3.. were overwritten: this image cannot go on. The stored fds (systemd) or nothing remain.

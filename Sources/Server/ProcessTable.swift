@@ -4,7 +4,7 @@
 final class ProcessTable {
     var processes: [Int32: ProcessRecord] = [:]     // by current pid
     var names: [String: ProcessRecord] = [:]        // managed processes by name
-    var exitedOrder: [ProcessRecord] = []           // exited records, oldest first
+    let exitedOrder = ExitedOrder<ProcessRecord>()                 // exited records, oldest first (issue17-perf: O(1) membership and removal)
     var nextHandle = 1
     /// Records whose leader is alive (a counter: starts and /info must not walk the table).
     var runningCount = 0
@@ -29,7 +29,7 @@ final class ProcessTable {
 
     /// Takes `p` out of every list.
     func remove(_ p: ProcessRecord) {
-        exitedOrder.removeAll { $0 === p }
+        exitedOrder.remove(p)
         if processes[p.pid] === p { processes[p.pid] = nil }
         if let n = p.managed?.spec.name, names[n] === p { names[n] = nil }
     }

@@ -48,6 +48,8 @@ public final class Server {
     let baseEnvironment: [(String, String)]
     /// metrics: counters and histograms (Metrics.swift); nil with --no-metrics / TENDD_NO_METRICS=1.
     let metrics: Metrics?
+    var idleTrim = IdleTrim()   // issue17-perf
+    lazy var childEnvironment = ChildEnvironment(baseEnvironment)   // issue17-perf: joined once, see ChildEnvironment.swift
 
     public init(config: Config) throws {
         self.config = config
@@ -141,6 +143,7 @@ public final class Server {
         s.reg = try loop.register(sfd, .input, late: true, handler: s)
         signalSource = s
         loop.addBeforeSleep { [unowned self] in self.beforeSleep() }
+        loop.addBeforeSleep { [unowned self] in self.log.flush() }   // issue17-perf: one log write per loop turn, last
         scheduleTick()
     }
 
@@ -189,6 +192,10 @@ public final class Server {
 
     private func tick() {
         let now = loop.now
+        // issue17-perf: give the code pages back once the daemon has been idle a second (IdleTrim.swift).
+        if idleTrim.tick(busy: !connections.isEmpty || table.runningCount > 0, now: now), Proc.getenv("TENDD_NO_TRIM") != "1" {
+            CodePages.trim()
+        }
         if orphanScanDue { orphanScanDue = false; reapOrphans() }
         if !table.unwatchedExits.isEmpty {
             for p in table.unwatchedExits where p.isRunning && p.pidfd >= 0 { childExited(p) }
@@ -324,6 +331,7 @@ final class Listener: EventHandler {
             } catch { return }
             guard let cfd else { return }
             server.acceptSucceeded()
+            server.idleTrim.noteActivity()   // issue17-perf: a connection, however short, ends an idle period
             server.accepted(cfd)
         }
     }

@@ -67,19 +67,17 @@ extension Server {
         }
 
         // Environment: the daemon's (minus its private variables), then the request's.
-        var env = baseEnvironment
-        func set(_ k: String, _ v: String) {
-            if let i = env.firstIndex(where: { $0.0 == k }) { env[i].1 = v } else { env.append((k, v)) }
-        }
+        // issue17-perf: the base is joined once (ChildEnvironment); a start only applies its overrides.
+        var overrides: [(String, String)] = []
         if let r = userRecord, ids != nil {
-            if let h = r.home { set("HOME", h) }
-            if let n = r.name { set("USER", n); set("LOGNAME", n) }
+            if let h = r.home { overrides.append(("HOME", h)) }
+            if let n = r.name { overrides.append(("USER", n)); overrides.append(("LOGNAME", n)) }
         }
-        for (k, v) in spec.env { set(k, v) }
+        overrides.append(contentsOf: spec.env)
         // The tree marker: how the fallback (no cgroup) finds orphaned descendants of this process.
         record.launches += 1
-        set(Ownership.markerName, ownership.marker(record))
-        let pathVar = env.first(where: { $0.0 == "PATH" })?.1 ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        overrides.append((Ownership.markerName, ownership.marker(record)))
+        let pathVar = childEnvironment.value("PATH", overrides) ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         guard let exe = Proc.resolveExecutable(spec.command, path: pathVar, cwd: spec.workingDir) else {
             throw APIError(500, "SPAWN_FAILED", "cannot start \(Router.clip(spec.command)): No such file or directory (not found in PATH)")
         }
@@ -119,7 +117,7 @@ extension Server {
         }
 
         if let slave = spec.ptySlave { stdinFD = slave; stdoutFD = slave; stderrFD = slave }   // pty: the terminal is all three
-        var plan = SpawnPlan(path: exe, argv: [spec.command] + spec.args, env: env.map { "\($0.0)=\($0.1)" },
+        var plan = SpawnPlan(path: exe, argv: [spec.command] + spec.args, env: childEnvironment.compose(overrides),
                              cwd: spec.workingDir, stdin: stdinFD, stdout: stdoutFD, stderr: stderrFD, ids: ids)
         plan.controllingTTY = spec.ptySlave != nil   // pty
         let prepared = ownership.prepareLeaf(record.handle)

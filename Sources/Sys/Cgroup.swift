@@ -55,9 +55,19 @@ public enum Cgroup {
     public static func hasKill(_ dir: String) -> Bool { access(dir + "/cgroup.kill", W_OK) == 0 }
 
     /// `populated` from `<leaf>/cgroup.events`.
+    /// Once per reaped process: one read into a small stack buffer and a byte comparison (the file
+    /// starts "populated 0|1\n"), not a growing array decoded to a String and searched.
     public static func populated(_ leaf: String) -> Bool {
-        guard let b = try? FD.readFile(leaf + "/cgroup.events", limit: 4096) else { return false }
-        return String(decoding: b, as: UTF8.self).contains("populated 1")
+        guard let fd = try? FD.open(leaf + "/cgroup.events", flags: O_RDONLY) else { return false }
+        defer { FD.close(fd) }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 64) { buf in
+            guard case .bytes(let n)? = try? FD.read(fd, into: UnsafeMutableRawBufferPointer(buf)) else { return false }
+            let key = Array("populated ".utf8)
+            guard n > key.count, buf.prefix(key.count).elementsEqual(key) else {   // another layout: search it
+                return String(decoding: buf.prefix(n), as: UTF8.self).contains("populated 1")
+            }
+            return buf[key.count] == UInt8(ascii: "1")
+        }
     }
 
     /// The pids in a leaf (`cgroup.procs`).

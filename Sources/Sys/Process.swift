@@ -42,20 +42,16 @@ public enum Proc {
     public static func disableClone3() { tend_spawn_without_clone3() }
 
     public static func spawn(_ plan: SpawnPlan) throws -> (pid: Int32, pidfd: Int32) {
-        func cStrings(_ a: [String]) -> [UnsafeMutablePointer<CChar>?] { a.map { strdup($0) } + [nil] }
-        var argv = cStrings(plan.argv)
-        var envp = cStrings(plan.env)
-        defer { for p in argv { free(p) }; for p in envp { free(p) } }
         let groups = plan.ids?.groups ?? []
         return try plan.path.withCString { path in
             try withOptionalCString(plan.cwd) { cwd in
                 try groups.withUnsafeBufferPointer { gp in
-                    try argv.withUnsafeMutableBufferPointer { av in
-                        try envp.withUnsafeMutableBufferPointer { ev in
+                    try withCStringArray(plan.argv) { av in
+                        try withCStringArray(plan.env) { ev in
                             var p = tend_spawn_plan()
                             p.path = path
-                            p.argv = UnsafePointer(av.baseAddress!)
-                            p.envp = UnsafePointer(ev.baseAddress!)
+                            p.argv = av
+                            p.envp = ev
                             p.cwd = cwd
                             p.stdin_fd = plan.stdin; p.stdout_fd = plan.stdout; p.stderr_fd = plan.stderr
                             if let ids = plan.ids {
@@ -83,6 +79,31 @@ public enum Proc {
                     }
                 }
             }
+        }
+    }
+
+    /// `strings` as a NULL-terminated `char *[]` for execve, valid inside `body`: the strings are copied
+    /// into one NUL-separated block (two allocations per call, not a strdup and a free per string; a
+    /// start passes the whole environment). Safe for the spawn: with CLONE_VFORK the parent waits in
+    /// `tend_spawn` until the child has exec'd, so the block outlives every read of it.
+    static func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) throws -> R) rethrows -> R {
+        var total = 0
+        for s in strings { total += s.utf8.count + 1 }
+        var block = [CChar](repeating: 0, count: max(1, total))
+        return try block.withUnsafeMutableBufferPointer { b in
+            var pointers: [UnsafeMutablePointer<CChar>?] = []
+            pointers.reserveCapacity(strings.count + 1)
+            var at = 0
+            for var s in strings {
+                let start = b.baseAddress! + at
+                s.withUTF8 { u in
+                    if let src = u.baseAddress { UnsafeMutableRawPointer(start).copyMemory(from: src, byteCount: u.count) }
+                    at += u.count + 1   // the NUL is already there
+                }
+                pointers.append(start)
+            }
+            pointers.append(nil)
+            return try pointers.withUnsafeBufferPointer { try body($0.baseAddress!) }
         }
     }
 

@@ -143,6 +143,7 @@ do {
     server.log.info("msg=ready version=0.1.0 pid=\(Proc.myPid)")
     if Proc.getenv("TENDD_NO_TRIM") != "1" { CodePages.trim() }
     let code = try server.run()
+    server.log.flush()   // the log is buffered per loop turn
     Proc.exit(code)
 } catch {
     fail("\(error)")

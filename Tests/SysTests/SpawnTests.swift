@@ -73,6 +73,32 @@ final class SpawnTests: XCTestCase {
         XCTAssertEqual(lines.last, "bar")
     }
 
+    /// argv and envp reach the child byte for byte (one packed block: empty strings, UTF-8, many entries).
+    func testArgvAndEnvironmentBlock() throws {
+        let null = try devNull()
+        defer { FD.close(null) }
+        let p = try FD.pipe()
+        try FD.setBlocking(p.write)
+        var env = (0..<200).map { "V\($0)=value-\($0)" }
+        env += ["EMPTY=", "UTF=h\u{e9}llo \u{1F600}"]
+        let args = ["", "two words", "\u{e9}t\u{e9}", String(repeating: "x", count: 5000)]
+        // Prints each argument's length in bytes (dash, no locale), then the environment the child got, one per line.
+        let script = "for a in \"$@\"; do printf '%s\\n' \"${#a}:$a\" | cut -c1-40; done; env"
+        let (_, pidfd) = try Proc.spawn(SpawnPlan(path: "/bin/sh", argv: ["sh", "-c", script, "sh"] + args, env: env, cwd: "/",
+                                                  stdin: null, stdout: p.write, stderr: null, ids: nil))
+        FD.close(p.write)
+        XCTAssertEqual(try waitExit(pidfd), .exited(0))   // its few KiB of output wait in the pipe
+        FD.close(pidfd)
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while case .bytes(let n) = try buf.withUnsafeMutableBytes({ try FD.read(p.read, into: $0) }) { out += buf[0..<n] }
+        FD.close(p.read)
+        let lines = String(decoding: out, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        XCTAssertEqual(Array(lines.prefix(4)), ["0:", "9:two words", "5:\u{e9}t\u{e9}", "5000:" + String(repeating: "x", count: 35)])
+        let got = Set(lines.dropFirst(4).filter { !$0.isEmpty && !$0.hasPrefix("PWD=") && !$0.hasPrefix("SHLVL=") && !$0.hasPrefix("_=") })
+        XCTAssertEqual(got, Set(env))
+    }
+
     func testResolveExecutable() {
         XCTAssertEqual(Proc.resolveExecutable("sh", path: "/nonexistent:/bin", cwd: nil), "/bin/sh")
         XCTAssertNil(Proc.resolveExecutable("no-such-command-xyz", path: "/bin:/usr/bin", cwd: nil))

@@ -7,7 +7,7 @@
 //   client start PORT TOKEN CONC TOTAL JSON                     POST /api/v1/processes -> 201
 //   client hold  PORT TOKEN K FOLLOW JSON                       start K processes (+K followers), print,
 //                                                               hold everything until stdin closes
-// tendd mode: the child is started with stdin_mode "pipe" and waits for stdin EOF; the clock starts
+// tendd mode (also for the Tensorlake daemon, same API): the child is started with stdin_mode "pipe" and waits for stdin EOF; the clock starts
 // when the client sends POST .../stdin/close. base mode: the relay spawns the child when all
 // followers are connected; the clock starts before the last GET.
 #define _GNU_SOURCE
@@ -92,14 +92,16 @@ static int64_t read_time;
 
 static void event_end(struct fol *f) {
     int n = f->evpos < (int)sizeof f->ev ? f->evpos : (int)sizeof f->ev;
-    if (n >= 3 && !memcmp(f->ev, "id:", 3)) {
+    // tendd frames a line as "id:N\nevent:output\ndata:..."; the Tensorlake daemon as
+    // "event: output\ndata: ..." (no id, a space after the colon): both count as a delivered line.
+    if ((n >= 3 && !memcmp(f->ev, "id:", 3)) || (n >= 13 && !memcmp(f->ev, "event: output", 13))) {
         f->events++;
         if (want_lat) {
             char *p = memmem(f->ev, n, "\"line\":\"", 8);
             if (p) lat[nlat++] = read_time - atoll(p + 8);
         }
     } else if (n >= 9 && !memcmp(f->ev, "event:gap", 9)) f->gaps++;
-    else if (n >= 9 && !memcmp(f->ev, "event:eof", 9)) f->eof = 1;
+    else if ((n >= 9 && !memcmp(f->ev, "event:eof", 9)) || (n >= 10 && !memcmp(f->ev, "event: eof", 10))) f->eof = 1;
     else f->comments++;
     f->evpos = 0;
 }
