@@ -33,15 +33,7 @@ private let diskStderrBit: UInt32 = 1 << 31
 /// Payload of one batch before a new one starts (a longer line makes a batch of its own).
 private let batchPayload = 256 << 10
 
-@inline(__always)
-private func ld<T: FixedWidthInteger>(_ p: UnsafeRawPointer, _ off: Int, _: T.Type) -> T {
-    p.loadUnaligned(fromByteOffset: off, as: T.self)
-}
-
-@inline(__always)
-private func st<T: FixedWidthInteger>(_ p: UnsafeMutableRawPointer, _ off: Int, _ v: T) {
-    p.storeBytes(of: v, toByteOffset: off, as: T.self)
-}
+// Unaligned loads and stores: `ld` / `st` in Journal.swift (shared within the module).
 
 /// Where one batch is, and what it holds.
 struct BatchRef {

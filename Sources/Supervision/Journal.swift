@@ -374,13 +374,14 @@ private func commitFence() {
     #endif
 }
 
+/// Unaligned load and store of an integer at a byte offset (the journal's and the disk tier's layouts).
 @inline(__always)
-private func ld<T: FixedWidthInteger>(_ p: UnsafeRawPointer, _ off: Int, _: T.Type) -> T {
+func ld<T: FixedWidthInteger>(_ p: UnsafeRawPointer, _ off: Int, _: T.Type) -> T {
     p.loadUnaligned(fromByteOffset: off, as: T.self)
 }
 
 @inline(__always)
-private func st<T: FixedWidthInteger>(_ p: UnsafeMutableRawPointer, _ off: Int, _ v: T) {
+func st<T: FixedWidthInteger>(_ p: UnsafeMutableRawPointer, _ off: Int, _ v: T) {
     p.storeBytes(of: v, toByteOffset: off, as: T.self)
 }
 

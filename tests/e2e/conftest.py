@@ -455,6 +455,21 @@ class Collected:
 
 
 
+def parse_sse(buf: bytes) -> list[tuple[str | None, Any]]:
+    """(event, data) of every event in a whole SSE body (`data:` parsed as JSON)."""
+    events = []
+    for block in buf.decode().split("\n\n"):
+        ev, data = None, None
+        for line in block.split("\n"):
+            if line.startswith("event:"):
+                ev = line[6:].strip()
+            elif line.startswith("data:"):
+                data = json.loads(line[5:])
+        if data is not None:
+            events.append((ev, data))
+    return events
+
+
 def procs_with(marker: str) -> list[int]:
     """Live (non-zombie) processes whose command line contains `marker` (a unique test argument)."""
     out = []

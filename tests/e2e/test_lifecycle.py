@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import RawConn, build_request, procs_with, wait_for
+from conftest import RawConn, build_request, parse_sse, procs_with, wait_for
 
 from tensorlake.sandbox import Sandbox
 
@@ -55,20 +55,6 @@ def sdk(d) -> Sandbox:
 
 def unwrap(x):
     return getattr(x, "result", x)
-
-
-def parse_sse(buf: bytes) -> list[tuple[str | None, dict]]:
-    events = []
-    for block in buf.decode().split("\n\n"):
-        ev, data = None, None
-        for line in block.split("\n"):
-            if line.startswith("event:"):
-                ev = line[6:].strip()
-            elif line.startswith("data:"):
-                data = json.loads(line[5:])
-        if data is not None:
-            events.append((ev, data))
-    return events
 
 
 def start_run(d, body: dict) -> RawConn:

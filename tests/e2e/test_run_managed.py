@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import procs_with, RawConn, SSEStream, assert_error, free_port, wait_for, build_request
+from conftest import procs_with, RawConn, SSEStream, assert_error, free_port, wait_for, build_request, parse_sse
 
 from tensorlake.sandbox import Sandbox
 
@@ -42,17 +42,7 @@ def run_sse(d, body: dict, timeout: float = 20.0):
             break
         buf += chunk
     c.close()
-    events = []
-    for block in buf.decode().split("\n\n"):
-        ev, data = None, None
-        for line in block.split("\n"):
-            if line.startswith("event:"):
-                ev = line[6:].strip()
-            elif line.startswith("data:"):
-                data = json.loads(line[5:])
-        if data is not None:
-            events.append((ev, data))
-    return events, status, headers
+    return parse_sse(buf), status, headers
 
 
 @pytest.fixture(params=["cgroup", "fallback"])
