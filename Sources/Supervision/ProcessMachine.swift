@@ -15,7 +15,7 @@
 //   outputClosed  -               -                -              -            exited+eof   -
 //   drainElapsed  -               -                -              -            closeOutput  -
 //   stop(g)       teardown(g)     kill if g=0      -              drain/exit   -            -
-//   restart       teardown(grace) then=restart     -              launch       -            launch
+//   restart       teardown(grace) then=restart     -              launch       launch       launch
 //   graceElapsed  -               KILL             -              -            -            -
 //   backoffElapsed -              -                -              launch       -            -
 //   healthPassed  rearm probe     rearm probe      -              -            -            -
