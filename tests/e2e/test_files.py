@@ -105,7 +105,10 @@ def test_sdk_streamed_upload_256mib_bounded_memory(daemon_factory, tmp_path):
     assert hashlib.sha256(sb.read_file(str(dst)).value).hexdigest() == h.hexdigest()
     # Bounded memory: the daemon never held the file (peak RSS far below 256 MiB).
     hwm_kib = int([l for l in open(f"/proc/{d.pid}/status") if l.startswith("VmHWM")][0].split()[1])
-    assert hwm_kib < 48 * 1024, f"tendd peak RSS {hwm_kib} KiB during a 256 MiB upload + download"
+    # Under AddressSanitizer (scripts/sanitize.sh sets TEND_ASAN=1) freed buffers sit in its quarantine (256 MiB
+    # by default), so RSS says nothing about the daemon's own bound there; the release run checks it.
+    limit_mib = 512 if os.environ.get("TEND_ASAN") == "1" else 48
+    assert hwm_kib < limit_mib * 1024, f"tendd peak RSS {hwm_kib} KiB during a 256 MiB upload + download"
     assert leftovers(dst.parent) == []
     sb.close()
 
