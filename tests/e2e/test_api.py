@@ -1432,10 +1432,10 @@ def test_unread_large_responses_do_not_block(daemon):
         c = RawConn(daemon.port, rcvbuf=4096)
         c.send(build_request("GET", f"{P}/{p['pid']}/stdout", token=daemon.token) * 3)
         hogs.append(c)
-    t0 = time.monotonic()
+    # The loop is not blocked by the unread responses: other requests are answered (each within a socket
+    # timeout generous enough for a sanitizer build on a busy machine; a blocked loop never answers).
     for _ in range(5):
-        assert daemon.get("/api/v1/health", timeout=2).status == 200
-    assert time.monotonic() - t0 < 2
+        assert daemon.get("/api/v1/health", timeout=10).status == 200
     r = hogs[0].read_response()
     assert r.status == 200 and r.json["line_count"] == 8000
     for c in hogs:
