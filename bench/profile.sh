@@ -2,7 +2,8 @@
 # Profiles tendd (perf record -g, daemon only) during one benchmark scenario and prints the top symbols.
 #   bench/profile.sh sse80|sse1|start|start8|start4000|info [perf.data]
 # Uses $TENDD_BIN or .build-bench/release/tendd, and the tools built by bench/run.py (bench/.bin).
-# Set TENDD_NO_CGROUP=1 to profile the fallback (no cgroup v2) ownership path.
+# Set TENDD_NO_CGROUP=1 to profile the fallback (no cgroup v2) ownership path; TENDD_FLAGS adds daemon flags
+# (e.g. TENDD_FLAGS="--retention-dir none"; by default the disk tier is on, in a scratch directory, as in production).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=bench/.bin
@@ -12,7 +13,8 @@ data=${2:-/tmp/tend-$what.perf.data}
 [ -x $B/client ] || { echo "run python3 bench/run.py --quick --only raw first (builds bench/.bin)"; exit 1; }
 ulimit -n "$(ulimit -Hn)"
 tmp=$(mktemp -d); tok=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'); echo "$tok" > $tmp/token
-$TB --listen 127.0.0.1:19521 --token-file $tmp/token --max-processes 5000 --max-connections 9000 2>$tmp/tendd.log &
+$TB --listen 127.0.0.1:19521 --token-file $tmp/token --max-processes 5000 --max-connections 9000 \
+  --retention-dir $tmp/retention ${TENDD_FLAGS:-} 2>$tmp/tendd.log &
 TP=$!
 HOLD=""
 cleanup() {

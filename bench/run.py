@@ -104,9 +104,12 @@ class Env:
         return os.path.join(BIN, name)
 
     def start_tendd(self, *flags, env=None):
+        """tendd as production runs it: the disk tier of output retention on (the systemd unit gives it
+        CacheDirectory=tendd), here in a fresh scratch directory; `--retention-dir none` in flags turns it off."""
         errlog = open(os.path.join(self.tmp, "tendd.log"), "a")
+        ret = tempfile.mkdtemp(prefix="retention-", dir=self.tmp)
         p = subprocess.Popen([self.tendd, "--listen", f"127.0.0.1:{TENDD_PORT}", "--token-file", self.tokfile,
-                              "--max-processes", "5000", "--max-connections", "9000", *flags],
+                              "--max-processes", "5000", "--max-connections", "9000", "--retention-dir", ret, *flags],
                              stdout=subprocess.DEVNULL, stderr=errlog, env=dict(os.environ, **(env or {})))
         procs.append(p)
         wait_port(TENDD_PORT, p)
@@ -232,6 +235,13 @@ def sc_sse(env, R, quick):
                     assert r["lines"] == n, r
                     bl.append(r["lines"] / r["secs"]); bb.append(r["bytes"] / r["secs"])
         env.stop(t); env.stop(base)
+        off_loss = []
+        if size in (80, 1):   # the same flood with the disk tier off: what a 1 MiB journal alone keeps
+            t = env.start_tendd("--retention-dir", "none")
+            for i in range(max(2, R - 2)):
+                r = env.client("sse", TENDD_PORT, env.token, 1, "tendd", start_json(env.b("lines"), [str(size), str(n), "wait"], True))
+                off_loss.append(100.0 * (1 - r["lines"] / n))
+            env.stop(t)
         pl, ploss, pc, pnote = peer_sse(env, R, quick, size, 1)
         note = f"tendd lost {statistics.median(loss):.0f} % of lines (journal overflow, gap events; median)" if max(loss) > 0 else ""
         tgt_l = {80: 0.85, 1: 0.8}.get(size)
@@ -239,13 +249,15 @@ def sc_sse(env, R, quick):
         add("1. SSE follow", f"{size} B lines: lines/s", "lines/s", tl, bl, True, tgt_l, f"≥ {tgt_l}" if tgt_l else "", note + pnote, peer=pl)
         if size in (80, 1):
             loss_row("1. SSE follow", f"{size} B lines: lines lost by a reader as fast as the C relay's", loss, ploss)
+            add("1. SSE follow", f"{size} B lines: lines lost with the disk tier off (--retention-dir none)", "%", off_loss,
+                0.0, False, None, "(info)", "the 1 MiB memory journal alone: a flood faster than the reader overflows it")
         add("1. SSE follow", f"{size} B lines: bytes/s (SSE)", "B/s", tb, bb, True, tgt_b, f"≥ {tgt_b}" if tgt_b else "", "")
         add("1. SSE follow", f"{size} B lines: daemon CPU per delivered line", "ns", tc, bc, False, None, "(info)",
             "tendd also ingests the lines it drops" if max(loss) > 0 else "", peer=pc)
     # Without loss: a journal big enough to hold everything, so all lines are delivered.
     n = 200_000
     log(f"sse: 80 B lines x {n}, --journal-bytes 256 MiB (no loss)")
-    t = env.start_tendd("--journal-bytes", str(256 << 20))
+    t = env.start_tendd("--retention-dir", "none", "--journal-bytes", str(256 << 20))
     base = env.start_base(["sse_relay", str(BASE_PORT), "1", env.b("lines"), "80", str(n)])
     tl, bl = [], []
     for i in range(max(2, R - 2)):

@@ -51,9 +51,20 @@ final class Follower {
                 out.append(contentsOf: Follower.eventEnd)
             }
         }
+        // Fan-out (SharedEvents.swift): with other followers of this process, send events they encoded.
+        // Shared only for followers of both streams: every line is an event, so the byte count after each
+        // event (for exact gap counts later) follows from the lines' lengths.
+        let shareable = !run && filter == .both && process.followers.count > 1
         while connection.pendingOutput < highWater {
             var produced = false
             let budget = highWater - connection.pendingOutput
+            if shareable && journal.gap(at: cursor, knownBytes: cursorBytes) == nil {
+                switch sendShared(journal, budget: budget) {
+                case .sent: continue
+                case .closed: return
+                case .notShared: break
+                }
+            }
             connection.appendChunk { out in
                 // retention (issue 13): gaps and reads cover the disk tier and the memory journal (Retained.swift).
                 if let missed = journal.gap(at: cursor, knownBytes: cursorBytes) {
@@ -97,6 +108,70 @@ final class Follower {
             }
             process.followers[ObjectIdentifier(self)] = nil
             connection.endStream()
+        }
+    }
+
+    private enum SharedResult { case sent, closed, notShared }
+
+    /// Sends the next events from the shared window of this process and these options, extending it
+    /// (or moving it on) when this follower is the first to need them. `.notShared`: this follower is
+    /// behind the window, or nothing new is there; it encodes for itself.
+    private func sendShared(_ journal: Journal, budget: Int) -> SharedResult {
+        let shared = connection.server.sharedEvents
+        let at = max(cursor, 1)   // seq 0 and 1 are the same place (the first line is 1)
+        let window: SharedEvents.Window
+        if let w = shared.window(handle: process.handle, filter: filter, tagStream: tagStream) {
+            window = w
+            if w.slice(from: at, budget: budget) == nil {
+                if at == w.end {
+                    if w.isFull { w.slide() }   // the window moves on with the lead
+                    extend(w, journal, from: at, budget: budget)
+                } else if at > w.end {
+                    w.reset(at: at)   // this follower is ahead of it: the window starts again here
+                    extend(w, journal, from: at, budget: budget)
+                } else {
+                    return .notShared   // behind the window
+                }
+            }
+        } else {
+            window = shared.claim(handle: process.handle, filter: filter, tagStream: tagStream, at: at)
+            extend(window, journal, from: at, budget: budget)
+        }
+        guard let s = window.slice(from: at, budget: budget) else { return .notShared }
+        window.bytes.withUnsafeBytes { b in
+            connection.sendChunk(UnsafeRawBufferPointer(rebasing: b[s.from..<s.to]), UnsafeRawBufferPointer(start: nil, count: 0))
+        }
+        if let m = connection.server.metrics {   // metrics: events sent
+            m.sseEvents &+= UInt64(s.events); m.sseSharedEvents &+= UInt64(s.events)
+        }
+        cursor = s.next
+        cursorBytes = s.cum
+        return connection.closed ? .closed : .sent
+    }
+
+    /// Encodes the lines from `at` (the window's end) into the window: about `budget` bytes of events.
+    private func extend(_ w: SharedEvents.Window, _ journal: Journal, from at: UInt64, budget: Int) {
+        let target = w.bytes.count + budget
+        var from = at
+        while w.bytes.count < target && !w.isFull {
+            let before = w.ends.count
+            let (next, nextBytes) = journal.readRetained(from: from, filter: filter, maxLines: 1024) { e in
+                encode(e, into: &w.bytes)
+                w.nexts.append(e.seq &+ 1)
+                w.ends.append(w.bytes.count)
+                w.cums.append(UInt64(e.text.count))   // the line's length for now: see below
+                return w.bytes.count < target
+            }
+            guard w.ends.count > before, next != from else { break }
+            // Every line from `from` to `next` was visited (all streams): the byte count after each event
+            // follows back from the exact count after the last one.
+            var after = nextBytes
+            for k in stride(from: w.cums.count - 1, through: before, by: -1) {
+                let len = w.cums[k]
+                w.cums[k] = after
+                after &-= len
+            }
+            from = next
         }
     }
 

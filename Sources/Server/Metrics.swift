@@ -36,6 +36,8 @@ final class Metrics {
     private(set) var outputBytes: [UInt64] = [0, 0]
     private(set) var outputLines: [UInt64] = [0, 0]
     var sseEvents: UInt64 = 0
+    /// Of those, events sent from an encoding shared by several followers (SharedEvents.swift).
+    var sseSharedEvents: UInt64 = 0
     var connectionsRefused: UInt64 = 0
     /// Journal drops of records no longer in the table (the held ones are summed when scraped).
     private(set) var retiredDroppedLines: UInt64 = 0
@@ -254,6 +256,7 @@ extension Server {
         e.sample("tendd_followers", [("kind", "sse")], sse)
         e.sample("tendd_followers", [("kind", "raw")], raw)
         counter("tendd_sse_events_total", "Output events written to SSE streams.", m.sseEvents)
+        counter("tendd_sse_shared_events_total", "Of those, events sent from one encoding shared by several followers of a process.", m.sseSharedEvents)
 
         // HTTP.
         e.family("tendd_http_requests_total", "counter", "HTTP requests answered, by route and status code.")

@@ -49,6 +49,8 @@ public final class Server {
     /// metrics: counters and histograms (Metrics.swift); nil with --no-metrics / TENDD_NO_METRICS=1.
     let metrics: Metrics?
     var idleTrim = IdleTrim()   // issue17-perf
+    /// Fan-out: events encoded once for several followers of a process (SharedEvents.swift).
+    let sharedEvents = SharedEvents()
     lazy var childEnvironment = ChildEnvironment(baseEnvironment)   // issue17-perf: joined once, see ChildEnvironment.swift
 
     public init(config: Config) throws {
@@ -195,6 +197,7 @@ public final class Server {
         // issue17-perf: give the code pages back once the daemon has been idle a second (IdleTrim.swift).
         if idleTrim.tick(busy: !connections.isEmpty || table.runningCount > 0, now: now), Proc.getenv("TENDD_NO_TRIM") != "1" {
             CodePages.trim()
+            sharedEvents.releaseAll()
         }
         if orphanScanDue { orphanScanDue = false; reapOrphans() }
         if !table.unwatchedExits.isEmpty {
@@ -231,6 +234,7 @@ public final class Server {
         persistence?.goneHandles.insert(p.handle)
         persistence?.dirtyRecords[p.handle] = nil
         retention?.remove(handle: p.handle)   // retention (issue 13): its disk files go with it
+        sharedEvents.forget(handle: p.handle)
         log.debug("msg=\"record forgotten\" pid=\(p.pid) handle=\(p.handle)")
     }
 

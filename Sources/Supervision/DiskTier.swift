@@ -98,6 +98,10 @@ public final class DiskRetention {
     var rcap = batchPayload + headerSize + trailerSize
     var rbuf: UnsafeMutableRawPointer
     var rkey: (ObjectIdentifier, UInt64, Int)?
+    /// Where the last read of the loaded batch stopped: the next pump resumes there instead of walking the
+    /// batch's records from its first line again (a batch of 1-byte lines holds ~29,000 of them, and a
+    /// follower reads it in many pumps: without this, reading back a burst was quadratic per batch).
+    var rcursor: (seq: UInt64, pos: Int, cum: UInt64)?
 
     /// Opens (creating it if needed) the directory and lists the segment files already there.
     /// - Parameters:
@@ -231,6 +235,7 @@ public final class DiskRetention {
         let key = (ObjectIdentifier(t), s.order, b.offset)
         if let k = rkey, k == key { return UnsafeRawPointer(rbuf) }
         rkey = nil
+        rcursor = nil
         if b.size > rcap {   // a batch of one line longer than 256 KiB (--max-line-bytes above it)
             rbuf.deallocate()
             rcap = b.size
@@ -539,6 +544,8 @@ public final class DiskTier: JournalSpill {
         var pos = headerSize
         var cur = b.firstSeq
         var cum = b.bytesBefore
+        if let c = owner.rcursor, c.seq > cur, c.seq <= seq { (cur, pos, cum) = c }
+        defer { owner.rcursor = (cur, pos, cum) }
         let end = min(b.endSeq, limit)
         var visited = 0
         while cur < end && visited < maxLines {

@@ -71,6 +71,7 @@ def test_metrics_pass_promtool_and_the_python_parser(daemon):
             "tendd_process_exits": "counter", "tendd_managed_restarts": "counter", "tendd_health_check_failures": "counter",
             "tendd_output_bytes": "counter", "tendd_output_lines": "counter", "tendd_journal_dropped_lines": "counter",
             "tendd_journal_dropped_bytes": "counter", "tendd_followers": "gauge", "tendd_sse_events": "counter",
+            "tendd_sse_shared_events": "counter",
             "tendd_http_requests": "counter", "tendd_http_request_duration_seconds": "histogram",
             "tendd_connections": "gauge", "tendd_connections_max": "gauge",
             "tendd_process_start_duration_seconds": "histogram", "tendd_event_loop_lag_seconds": "histogram",
