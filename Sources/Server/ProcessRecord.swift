@@ -20,9 +20,21 @@ public struct StartSpec {
     var user: UserSpec?
     /// `/processes/run` only: kill the whole tree after this many ms.
     var timeoutMs: Int64? = nil
-    var managed: ManagedSpec? = nil
+    /// A managed process's settings (nil for a plain one). perf(memory): stored behind one reference, so
+    /// that every plain process's record does not carry room for them (about 130 bytes).
+    var managed: ManagedSpec? {
+        get { managedBox?.spec }
+        set { managedBox = newValue.map(ManagedSpecBox.init) }
+    }
+    var managedBox: ManagedSpecBox? = nil
     /// pty: stdin, stdout and stderr are this pty slave, which becomes the controlling terminal (Pty.swift).
     var ptySlave: Int32? = nil
+}
+
+/// A `ManagedSpec` kept by reference (immutable: `StartSpec.managed`'s setter makes a new one).
+final class ManagedSpecBox {
+    let spec: ManagedSpec
+    init(_ spec: ManagedSpec) { self.spec = spec }
 }
 
 public enum UserSpec: Equatable {
@@ -71,7 +83,7 @@ public final class ProcessRecord {
     var pidfd: Int32 { pidfdIO?.fd ?? -1 }
     var outputs: [PipeSource] = []       // open capture pipes (removed at EOF)
     var stdin: StdinSink?
-    var followers: [ObjectIdentifier: StreamProducer] = [:]
+    var followers = FollowerSet()
     /// A one-shot run's one reader: its back-pressure holds the child (see `readAllowance`).
     weak var runReader: Follower?
     /// The lifecycle (Supervision/ProcessMachine.swift); changed only through `Server.send(_:_:)`.
@@ -130,6 +142,21 @@ public final class ProcessRecord {
         for o in outputs where o.heldByReader { o.release() }
     }
     var stdinWritable: Bool { isRunning && stdin != nil && !(stdin!.closed) }
+}
+
+/// The streams reading one process (SSE followers, raw readers), in the order they came.
+/// perf(memory): an array of references (16 bytes each after a 32-byte header), not a dictionary keyed by
+/// ObjectIdentifier (a 120-byte table for the usual one reader); removal scans, which is cheap at the
+/// handful of readers a process has (100 in the fan-out bench).
+struct FollowerSet: Sequence {
+    private var items: [StreamProducer] = []
+    var count: Int { items.count }
+    var isEmpty: Bool { items.isEmpty }
+    mutating func insert(_ f: StreamProducer) { items.append(f) }
+    mutating func remove(_ f: StreamProducer) {
+        if let i = items.firstIndex(where: { $0 === f }) { items.remove(at: i) }
+    }
+    func makeIterator() -> IndexingIterator<[StreamProducer]> { items.makeIterator() }
 }
 
 /// The read end of a child's stdout or stderr pipe, registered with the loop.
@@ -201,7 +228,7 @@ final class PipeSource: EventHandler {
                 if n < wanted { return }   // the pipe is (very likely) empty now
                 // A flood: hand this read to the raw readers before reading more, so the ring is not
                 // overrun behind them (they send straight from it; SSE followers batch in before-sleep).
-                for (_, f) in process.followers where f is RawFollower { f.pump() }
+                for f in process.followers where f is RawFollower { f.pump() }
             case .wouldBlock:
                 return
             case .eof:
