@@ -411,7 +411,12 @@ final class Connection: EventHandler {
         let start = out.count
         build(&out)
         let n = out.count - start
-        if n == 0 { out.removeSubrange(sizeAt...); return }
+        if n == 0 {
+            // perf(memory): an idle stream's pump leaves no buffer behind (see `idleStreamBuffer`).
+            if sizeAt == 0 && state == .streaming && out.capacity <= Connection.idleStreamBuffer { out = [] }
+            else { out.removeSubrange(sizeAt...) }
+            return
+        }
         var v = n
         for i in stride(from: 7, through: 0, by: -1) { out[sizeAt + i] = hexDigits[v & 0xF]; v >>= 4 }
         out.append(0x0D); out.append(0x0A)

@@ -73,7 +73,19 @@ public final class ProcessRecord {
     /// The raw bytes of stdout and stderr (nil: raw view off, or not recoverable after a restart).
     var rawOut: ByteRing?
     var rawErr: ByteRing?
-    func raw(_ s: OutputStream) -> ByteRing? { s == .stdout ? rawOut : rawErr }
+    /// perf(memory): heap mode makes a captured stream's ring of this many bytes when first needed (its
+    /// first byte, or its first raw reader: an empty ring), so a quiet process has none; 0: no raw view.
+    let lazyRawBytes: Int
+    /// The stream's raw ring (made now if it is due; nil: raw view off, or not recoverable).
+    func raw(_ s: OutputStream) -> ByteRing? {
+        if let r = rawIfMade(s) { return r }
+        guard lazyRawBytes > 0, (s == .stdout ? spec.stdoutMode : spec.stderrMode) == .capture else { return nil }
+        let r = ByteRing(capacity: lazyRawBytes)
+        if s == .stdout { rawOut = r } else { rawErr = r }
+        return r
+    }
+    /// The stream's raw ring if it exists (never makes one).
+    func rawIfMade(_ s: OutputStream) -> ByteRing? { s == .stdout ? rawOut : rawErr }
     /// The memfd mapping the journal lives in (crash-safe mode), kept alive with the record.
     var region: SharedRegion?
 
@@ -111,6 +123,7 @@ public final class ProcessRecord {
         self.startedAt = 0
         self.journal = output.journal
         self.region = output.region
+        lazyRawBytes = output.lazyRawBytes
         if spec.stdoutMode == .capture { rawOut = output.rawOut }
         if spec.stderrMode == .capture { rawErr = output.rawErr }
     }
@@ -244,7 +257,7 @@ final class PipeSource: EventHandler {
         let size = min(limit, server.readBuffer.count)
         // Straight into the raw ring once it exists; the first read (often just EOF: a quiet process)
         // goes through the shared buffer, so a stream that never prints allocates no ring.
-        if let ring = process.raw(stream), ring.allocated {
+        if let ring = process.rawIfMade(stream), ring.allocated {
             var wanted = 0
             try ring.fill(max: size, { space in
                 wanted = space.count
