@@ -69,9 +69,7 @@ final class Ownership {
     private func makeLeaf(_ base: String) -> String? {
         for _ in 0..<10_000 {
             nextLeaf += 1
-            // perf(memory): the path lives as long as its process; copied to its exact size (`+` leaves
-            // room to grow: 144 bytes of heap for a 55-byte path).
-            let leaf = String(decoding: Array((base + "/l\(nextLeaf)").utf8), as: UTF8.self)
+            let leaf = base + "/l\(nextLeaf)"
             do {
                 if try Cgroup.makeNewDirectory(leaf) { return leaf }
             } catch {

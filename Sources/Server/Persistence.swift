@@ -221,7 +221,7 @@ extension Server {
             p.pid = Int32(pid64)
             if case .int(let t)? = entry["started_at"] { p.startedAt = t }
             if case .int(let t)? = entry["ended_at"] { p.endedAt = t }
-            if case .string(let leaf)? = entry["cgroup_leaf"] { p.cgroupLeaf = leaf }
+            if case .string(let leaf)? = entry["cgroup_leaf"] { p.setCgroupLeaf(leaf, sharing: ownership.base) }
             if case .bool(true)? = entry["is_run"] { p.isRun = true }
             if case .int(let n)? = entry["launches"] { p.launches = Int(n) }
             p.status = decodeStatus(entry)

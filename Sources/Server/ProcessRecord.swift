@@ -105,7 +105,26 @@ public final class ProcessRecord {
     var exitSource: ExitSource?
     var exitWaiters: [() -> Void] = []
     /// The cgroup v2 leaf that holds the whole tree (nil: process group + /proc fallback).
-    var cgroupLeaf: String?
+    var cgroupLeaf: String? {
+        switch leaf {
+        case .none: return nil
+        case .inDir(let dir, let name): return dir + "/" + name
+        case .path(let path): return path
+        }
+    }
+    /// perf(memory): a leaf of the daemon's subtree is kept as that directory (one String shared by every
+    /// record) and its name ("l123": short enough to live inside the String value, no heap), so a record
+    /// holds no path of its own; the path is joined when used (a reap, a kill, a stats read).
+    private enum Leaf { case none, inDir(String, name: String), path(String) }
+    private var leaf = Leaf.none
+    func setCgroupLeaf(_ path: String?, sharing dir: String?) {
+        guard let path else { leaf = .none; return }
+        if let dir, path.hasPrefix(dir + "/"), !path.utf8.dropFirst(dir.utf8.count + 1).contains(UInt8(ascii: "/")) {
+            leaf = .inDir(dir, name: String(path.utf8.dropFirst(dir.utf8.count + 1))!)
+        } else {
+            leaf = .path(path)
+        }
+    }
     /// Runs launched so far (a managed process relaunches); part of the fallback's tree marker.
     var launches = 0
     var isRun = false
