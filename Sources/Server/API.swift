@@ -95,7 +95,7 @@ extension Server {
                 connection.beginStream(headers: [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
                                                  ("X-Accel-Buffering", "no")])
                 let f = Follower(connection: connection, process: p, filter: .both, tagStream: true, after: nil, run: true)
-                p.followers[ObjectIdentifier(f)] = f
+                p.followers.insert(f)
                 p.runReader = f
                 return .streaming(f)
             case .getProcess(let id):
@@ -178,7 +178,7 @@ extension Server {
                 connection.beginStream(headers: [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
                                                  ("X-Accel-Buffering", "no")])
                 let f = Follower(connection: connection, process: p, filter: filter, tagStream: tagged, after: after)
-                p.followers[ObjectIdentifier(f)] = f
+                p.followers.insert(f)
                 return .streaming(f)
             case .tunnelTCP:   // websocket: TCP tunnels (Tunnel.swift)
                 return tunnels.open(head: head, connection: connection)

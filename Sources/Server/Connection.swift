@@ -336,6 +336,7 @@ final class Connection: EventHandler {
         case .streaming(let f):
             state = .streaming
             follower = f
+            releaseRequestStorage()   // perf(memory)
             f.pump()
         case .pending:
             state = .awaitingHandler   // no further request is parsed until `complete` is called again
@@ -346,6 +347,22 @@ final class Connection: EventHandler {
         }
         if state == .readingHead { server.loop.defer_ { [weak self] in self?.process() } }
     }
+
+    /// perf(memory): a stream holds the connection for as long as the process lives (thousands of idle
+    /// followers): what only the request needed goes when the stream starts. The input buffer goes if no
+    /// pipelined bytes wait in it; the head keeps what the stream's end uses (method, path, keep-alive).
+    private func releaseRequestStorage() {
+        if unconsumed == 0 { inBuf = []; inStart = 0 }
+        body = []
+        scratch = []
+        if let h = head {
+            head = HTTPRequestHead(method: h.method, target: "", path: h.path, query: nil, versionMinor: h.versionMinor,
+                                   headers: HTTPHeaders(), keepAlive: h.keepAlive, framing: h.framing, expectsContinue: false)
+        }
+    }
+
+    /// perf(memory): a streaming connection's drained output buffer up to this size is freed (see `flush`).
+    static let idleStreamBuffer = 512
 
     // MARK: responses
 
@@ -394,7 +411,12 @@ final class Connection: EventHandler {
         let start = out.count
         build(&out)
         let n = out.count - start
-        if n == 0 { out.removeSubrange(sizeAt...); return }
+        if n == 0 {
+            // perf(memory): an idle stream's pump leaves no buffer behind (see `idleStreamBuffer`).
+            if sizeAt == 0 && state == .streaming && out.capacity <= Connection.idleStreamBuffer { out = [] }
+            else { out.removeSubrange(sizeAt...) }
+            return
+        }
         var v = n
         for i in stride(from: 7, through: 0, by: -1) { out[sizeAt + i] = hexDigits[v & 0xF]; v >>= 4 }
         out.append(0x0D); out.append(0x0A)
@@ -555,7 +577,10 @@ final class Connection: EventHandler {
             }
             if outStart < out.count { break }        // blocked: wait for EPOLLOUT
             writeBlocked = false
-            out.removeAll(keepingCapacity: out.capacity <= (1 << 20))
+            // perf(memory): a stream's drained queue keeps only a busy stream's buffer; a small one (the
+            // response head, a few quiet events) goes, so an idle follower holds no output buffer.
+            if state == .streaming && out.capacity <= Connection.idleStreamBuffer { out = [] }
+            else { out.removeAll(keepingCapacity: out.capacity <= (1 << 20)) }
             outStart = 0
             if closeAfterFlush {
                 if lingerOnClose && !peerClosed { return beginLinger() }   // files: answer read before the close

@@ -106,7 +106,7 @@ final class Follower {
             } else {
                 connection.appendChunk { $0.append(contentsOf: Follower.eofEvent) }
             }
-            process.followers[ObjectIdentifier(self)] = nil
+            process.followers.remove(self)
             connection.endStream()
         }
     }
@@ -180,7 +180,7 @@ final class Follower {
     func detach() {
         let wasFinished = finished
         finished = true
-        process.followers[ObjectIdentifier(self)] = nil
+        process.followers.remove(self)
         guard run, !wasFinished else { return }
         if process.runReader === self { process.runReader = nil }
         for o in process.outputs { o.release() }

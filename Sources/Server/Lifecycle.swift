@@ -136,7 +136,7 @@ extension Server {
 
     /// All output is captured and nothing follows: followers finish their streams.
     private func outputFinished(_ p: ProcessRecord) {
-        for (_, f) in p.followers { f.pump() }
+        for f in p.followers { f.pump() }
         if stopping { checkStopped() }
     }
 
@@ -192,7 +192,7 @@ extension Server {
 
     /// One of `p`'s capture pipes reached EOF or was closed.
     func pipeClosed(_ p: ProcessRecord) {
-        for (_, f) in p.followers { f.pump() }
+        for f in p.followers { f.pump() }
         if p.outputs.isEmpty { send(p, .outputClosed) }
     }
 

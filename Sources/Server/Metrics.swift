@@ -228,7 +228,7 @@ extension Server {
             }
             droppedLines &+= p.journal.droppedLines
             droppedBytes &+= p.journal.droppedBytes
-            for (_, f) in p.followers { if f is RawFollower { raw += 1 } else { sse += 1 } }
+            for f in p.followers { if f is RawFollower { raw += 1 } else { sse += 1 } }
         }
         e.family("tendd_processes", "gauge", "Processes held, by state (exited ones until --max-exited / --exited-ttl-s forget them).")
         for (i, s) in ["running", "exited", "signaled", "oom_killed"].enumerated() { e.sample("tendd_processes", [("state", s)], byState[i]) }

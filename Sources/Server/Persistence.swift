@@ -158,7 +158,7 @@ extension Server {
             ("stdin_closed", .bool(p.stdin?.closed ?? true)), ("is_run", .bool(p.isRun)),
             ("timed_out", .bool(p.machine.timedOut)),
             ("journal_bytes", .int(Int64(p.journal.boundBytes))), ("max_line_bytes", .int(Int64(p.journal.maxLineBytes))),
-            ("raw_bytes", .int(Int64(p.rawOut?.capacity ?? p.rawErr?.capacity ?? 0))), ("launches", .int(Int64(p.launches))),
+            ("raw_bytes", .int(Int64(p.rawOut?.capacity ?? p.rawErr?.capacity ?? p.lazyRawBytes))), ("launches", .int(Int64(p.launches))),
             ("managed", managed),
             ("pty", ptys.persistedState(p)),   // pty: the session served on this process's terminal (Pty.swift)
         ])
@@ -221,7 +221,7 @@ extension Server {
             p.pid = Int32(pid64)
             if case .int(let t)? = entry["started_at"] { p.startedAt = t }
             if case .int(let t)? = entry["ended_at"] { p.endedAt = t }
-            if case .string(let leaf)? = entry["cgroup_leaf"] { p.cgroupLeaf = leaf }
+            if case .string(let leaf)? = entry["cgroup_leaf"] { p.setCgroupLeaf(leaf, sharing: ownership.base) }
             if case .bool(true)? = entry["is_run"] { p.isRun = true }
             if case .int(let n)? = entry["launches"] { p.launches = Int(n) }
             p.status = decodeStatus(entry)
@@ -420,9 +420,9 @@ extension Server {
                 log.warn("msg=\"memfd journal unavailable, using the heap (not crash-safe)\" error=\(Log.q("\(error)"))")
             }
         }
-        let ring = { rawBytes > 0 ? ByteRing(capacity: rawBytes) : nil }
+        // perf(memory): the rings are made on a stream's first byte or first raw reader (ProcessRecord.raw).
         return OutputStorage(journal: Journal(maxBytes: maxBytes, maxLineBytes: maxLineBytes),
-                             rawOut: ring(), rawErr: ring(), region: nil)
+                             rawOut: nil, rawErr: nil, region: nil, lazyRawBytes: rawBytes)
     }
 }
 
@@ -505,6 +505,8 @@ struct OutputStorage {
     var rawOut: ByteRing?
     var rawErr: ByteRing?
     var region: SharedRegion?
+    /// Heap mode: the capacity of the raw rings, made when first needed (`ProcessRecord.raw`); 0: none.
+    var lazyRawBytes = 0
 }
 
 /// Where the journal and the raw rings sit in one memfd: `[journal][raw stdout][raw stderr]`, each part

@@ -20,9 +20,21 @@ public struct StartSpec {
     var user: UserSpec?
     /// `/processes/run` only: kill the whole tree after this many ms.
     var timeoutMs: Int64? = nil
-    var managed: ManagedSpec? = nil
+    /// A managed process's settings (nil for a plain one). perf(memory): stored behind one reference, so
+    /// that every plain process's record does not carry room for them (about 130 bytes).
+    var managed: ManagedSpec? {
+        get { managedBox?.spec }
+        set { managedBox = newValue.map(ManagedSpecBox.init) }
+    }
+    var managedBox: ManagedSpecBox? = nil
     /// pty: stdin, stdout and stderr are this pty slave, which becomes the controlling terminal (Pty.swift).
     var ptySlave: Int32? = nil
+}
+
+/// A `ManagedSpec` kept by reference (immutable: `StartSpec.managed`'s setter makes a new one).
+final class ManagedSpecBox {
+    let spec: ManagedSpec
+    init(_ spec: ManagedSpec) { self.spec = spec }
 }
 
 public enum UserSpec: Equatable {
@@ -61,7 +73,19 @@ public final class ProcessRecord {
     /// The raw bytes of stdout and stderr (nil: raw view off, or not recoverable after a restart).
     var rawOut: ByteRing?
     var rawErr: ByteRing?
-    func raw(_ s: OutputStream) -> ByteRing? { s == .stdout ? rawOut : rawErr }
+    /// perf(memory): heap mode makes a captured stream's ring of this many bytes when first needed (its
+    /// first byte, or its first raw reader: an empty ring), so a quiet process has none; 0: no raw view.
+    let lazyRawBytes: Int
+    /// The stream's raw ring (made now if it is due; nil: raw view off, or not recoverable).
+    func raw(_ s: OutputStream) -> ByteRing? {
+        if let r = rawIfMade(s) { return r }
+        guard lazyRawBytes > 0, (s == .stdout ? spec.stdoutMode : spec.stderrMode) == .capture else { return nil }
+        let r = ByteRing(capacity: lazyRawBytes)
+        if s == .stdout { rawOut = r } else { rawErr = r }
+        return r
+    }
+    /// The stream's raw ring if it exists (never makes one).
+    func rawIfMade(_ s: OutputStream) -> ByteRing? { s == .stdout ? rawOut : rawErr }
     /// The memfd mapping the journal lives in (crash-safe mode), kept alive with the record.
     var region: SharedRegion?
 
@@ -71,7 +95,7 @@ public final class ProcessRecord {
     var pidfd: Int32 { pidfdIO?.fd ?? -1 }
     var outputs: [PipeSource] = []       // open capture pipes (removed at EOF)
     var stdin: StdinSink?
-    var followers: [ObjectIdentifier: StreamProducer] = [:]
+    var followers = FollowerSet()
     /// A one-shot run's one reader: its back-pressure holds the child (see `readAllowance`).
     weak var runReader: Follower?
     /// The lifecycle (Supervision/ProcessMachine.swift); changed only through `Server.send(_:_:)`.
@@ -81,7 +105,26 @@ public final class ProcessRecord {
     var exitSource: ExitSource?
     var exitWaiters: [() -> Void] = []
     /// The cgroup v2 leaf that holds the whole tree (nil: process group + /proc fallback).
-    var cgroupLeaf: String?
+    var cgroupLeaf: String? {
+        switch leaf {
+        case .none: return nil
+        case .inDir(let dir, let name): return dir + "/" + name
+        case .path(let path): return path
+        }
+    }
+    /// perf(memory): a leaf of the daemon's subtree is kept as that directory (one String shared by every
+    /// record) and its name ("l123": short enough to live inside the String value, no heap), so a record
+    /// holds no path of its own; the path is joined when used (a reap, a kill, a stats read).
+    private enum Leaf { case none, inDir(String, name: String), path(String) }
+    private var leaf = Leaf.none
+    func setCgroupLeaf(_ path: String?, sharing dir: String?) {
+        guard let path else { leaf = .none; return }
+        if let dir, path.hasPrefix(dir + "/"), !path.utf8.dropFirst(dir.utf8.count + 1).contains(UInt8(ascii: "/")) {
+            leaf = .inDir(dir, name: String(path.utf8.dropFirst(dir.utf8.count + 1))!)
+        } else {
+            leaf = .path(path)
+        }
+    }
     /// Runs launched so far (a managed process relaunches); part of the fallback's tree marker.
     var launches = 0
     var isRun = false
@@ -99,6 +142,7 @@ public final class ProcessRecord {
         self.startedAt = 0
         self.journal = output.journal
         self.region = output.region
+        lazyRawBytes = output.lazyRawBytes
         if spec.stdoutMode == .capture { rawOut = output.rawOut }
         if spec.stderrMode == .capture { rawErr = output.rawErr }
     }
@@ -130,6 +174,21 @@ public final class ProcessRecord {
         for o in outputs where o.heldByReader { o.release() }
     }
     var stdinWritable: Bool { isRunning && stdin != nil && !(stdin!.closed) }
+}
+
+/// The streams reading one process (SSE followers, raw readers), in the order they came.
+/// perf(memory): an array of references (16 bytes each after a 32-byte header), not a dictionary keyed by
+/// ObjectIdentifier (a 120-byte table for the usual one reader); removal scans, which is cheap at the
+/// handful of readers a process has (100 in the fan-out bench).
+struct FollowerSet: Sequence {
+    private var items: [StreamProducer] = []
+    var count: Int { items.count }
+    var isEmpty: Bool { items.isEmpty }
+    mutating func insert(_ f: StreamProducer) { items.append(f) }
+    mutating func remove(_ f: StreamProducer) {
+        if let i = items.firstIndex(where: { $0 === f }) { items.remove(at: i) }
+    }
+    func makeIterator() -> IndexingIterator<[StreamProducer]> { items.makeIterator() }
 }
 
 /// The read end of a child's stdout or stderr pipe, registered with the loop.
@@ -201,7 +260,7 @@ final class PipeSource: EventHandler {
                 if n < wanted { return }   // the pipe is (very likely) empty now
                 // A flood: hand this read to the raw readers before reading more, so the ring is not
                 // overrun behind them (they send straight from it; SSE followers batch in before-sleep).
-                for (_, f) in process.followers where f is RawFollower { f.pump() }
+                for f in process.followers where f is RawFollower { f.pump() }
             case .wouldBlock:
                 return
             case .eof:
@@ -217,7 +276,7 @@ final class PipeSource: EventHandler {
         let size = min(limit, server.readBuffer.count)
         // Straight into the raw ring once it exists; the first read (often just EOF: a quiet process)
         // goes through the shared buffer, so a stream that never prints allocates no ring.
-        if let ring = process.raw(stream), ring.allocated {
+        if let ring = process.rawIfMade(stream), ring.allocated {
             var wanted = 0
             try ring.fill(max: size, { space in
                 wanted = space.count

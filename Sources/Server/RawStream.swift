@@ -66,13 +66,13 @@ final class RawFollower: StreamProducer {
 
     private func finish(end: String) {
         finished = true
-        process.followers[ObjectIdentifier(self)] = nil
+        process.followers.remove(self)
         connection.endStream(trailers: [("X-Tend-End", end), ("X-Tend-Next-Offset", String(offset))])
     }
 
     func detach() {
         finished = true
-        process.followers[ObjectIdentifier(self)] = nil
+        process.followers.remove(self)
     }
 }
 
@@ -118,7 +118,7 @@ extension Server {
         connection.beginStream(headers: [("Content-Type", "application/octet-stream"), ("Cache-Control", "no-cache"),
                                          ("X-Accel-Buffering", "no"), ("Trailer", "X-Tend-End, X-Tend-Next-Offset")] + headers)
         let f = RawFollower(connection: connection, process: p, ring: ring, offset: start)
-        p.followers[ObjectIdentifier(f)] = f
+        p.followers.insert(f)
         return .streaming(f)
     }
 }

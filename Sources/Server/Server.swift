@@ -163,7 +163,7 @@ public final class Server {
         if !dirtyProcesses.isEmpty {
             let procs = dirtyProcesses
             dirtyProcesses.removeAll(keepingCapacity: true)
-            for (_, p) in procs { for (_, f) in p.followers { f.pump() } }
+            for (_, p) in procs { for f in p.followers { f.pump() } }
         }
         // chaos: the state files are written before any answer goes out, so a client never hears of a
         // process (201 + pid) that a crash right after would forget (the save used to follow the flush).

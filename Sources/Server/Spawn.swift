@@ -159,7 +159,7 @@ extension Server {
         record.status = .running
         table.runningCount += 1
         metrics?.starts &+= 1   // metrics: runs spawned
-        record.cgroupLeaf = plan.cgroupFD >= 0 ? leaf : nil
+        record.setCgroupLeaf(plan.cgroupFD >= 0 ? leaf : nil, sharing: ownership.base)
         if let old = table.insert(record) { forget(old) }     // a reused pid: the old record was exited
         attach(record, pidfd: pidfd, stdout: stdoutRead, stderr: stderrRead, stdin: stdinWrite)
         if let persistence {

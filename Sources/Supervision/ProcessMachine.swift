@@ -135,13 +135,25 @@ public struct ProcessMachine: Equatable, Sendable {
 
     public private(set) var state: State
     /// nil: a plain process or a run (nothing restarts it).
-    public let policy: RestartPolicy?
+    public var policy: RestartPolicy? { options?.policy }
     public let stopGraceMs: Int64
-    public let healthCheck: (initialDelayMs: Int64, intervalMs: Int64, failureThreshold: Int)?
+    public var healthCheck: (initialDelayMs: Int64, intervalMs: Int64, failureThreshold: Int)? { options?.healthCheck }
     /// How long streams wait for pipes still held by descendants after the leader's exit.
     public let drainMs: Int64
     /// A one-shot run's timeout.
-    public let timeoutMs: Int64?
+    public var timeoutMs: Int64? { options?.timeoutMs }
+    /// The settings only a managed process or a run has (nil for a plain process). perf(memory): kept
+    /// behind one reference, so that the machine of each of thousands of plain processes does not carry
+    /// room for them (about 80 bytes).
+    private let options: Options?
+    private final class Options: Sendable {
+        let policy: RestartPolicy?
+        let healthCheck: (initialDelayMs: Int64, intervalMs: Int64, failureThreshold: Int)?
+        let timeoutMs: Int64?
+        init(policy: RestartPolicy?, healthCheck: (initialDelayMs: Int64, intervalMs: Int64, failureThreshold: Int)?, timeoutMs: Int64?) {
+            self.policy = policy; self.healthCheck = healthCheck; self.timeoutMs = timeoutMs
+        }
+    }
     public private(set) var restartCount = 0
     public private(set) var backoffStep = 0
     public private(set) var health: Health
@@ -165,11 +177,10 @@ public struct ProcessMachine: Equatable, Sendable {
     public init(policy: RestartPolicy?, stopGraceMs: Int64 = 10_000,
                 healthCheck: (initialDelayMs: Int64, intervalMs: Int64, failureThreshold: Int)? = nil,
                 drainMs: Int64 = 2000, timeoutMs: Int64? = nil, pipesOpen: Bool) {
-        self.policy = policy
+        self.options = policy == nil && healthCheck == nil && timeoutMs == nil ? nil
+            : Options(policy: policy, healthCheck: healthCheck, timeoutMs: timeoutMs)
         self.stopGraceMs = stopGraceMs
-        self.healthCheck = healthCheck
         self.drainMs = drainMs
-        self.timeoutMs = timeoutMs
         self.health = healthCheck == nil ? .disabled : .starting
         self.pipesOpen = pipesOpen
         self.state = .running(then: .policy)
