@@ -1,6 +1,6 @@
 #!/bin/bash
 # Profiles tendd (perf record -g, daemon only) during one benchmark scenario and prints the top symbols.
-#   bench/profile.sh sse80|sse1|start|start8|start4000|info [perf.data]
+#   bench/profile.sh sse80|sse1|sse4k|fan100|start|start8|start4000|info [perf.data]
 # Uses $TENDD_BIN or .build-bench/release/tendd, and the tools built by bench/run.py (bench/.bin).
 # Set TENDD_NO_CGROUP=1 to profile the fallback (no cgroup v2) ownership path; TENDD_FLAGS adds daemon flags
 # (e.g. TENDD_FLAGS="--retention-dir none"; by default the disk tier is on, in a scratch directory, as in production).
@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 B=bench/.bin
 TB=${TENDD_BIN:-.build-bench/release/tendd}
-what=${1:?usage: bench/profile.sh sse80|sse1|start|start8|start4000|info [perf.data]}
+what=${1:?usage: bench/profile.sh sse80|sse1|sse4k|fan100|start|start8|start4000|info [perf.data]}
 data=${2:-/tmp/tend-$what.perf.data}
 [ -x $B/client ] || { echo "run python3 bench/run.py --quick --only raw first (builds bench/.bin)"; exit 1; }
 ulimit -n "$(ulimit -Hn)"
@@ -43,6 +43,8 @@ lines() { echo "{\"command\":\"$PWD/$B/lines\",\"args\":[\"$1\",\"$2\",\"wait\"]
 case $what in
   sse80) for i in 1 2 3; do $B/client sse 19521 $tok 1 tendd "$(lines 80 2000000)"; done ;;
   sse1) for i in 1 2; do $B/client sse 19521 $tok 1 tendd "$(lines 1 2000000)"; done ;;
+  sse4k) for i in 1 2 3; do $B/client sse 19521 $tok 1 tendd "$(lines 4096 50000)"; done ;;
+  fan100) for i in 1 2; do $B/client sse 19521 $tok 100 tendd "$(lines 80 100000)"; done ;;
   start) $B/client start 19521 $tok 1 1000 '{"command":"/bin/true","stdin_mode":"pipe"}' ;;
   start8|start4000) $B/client start 19521 $tok 8 1000 '{"command":"/bin/true","stdin_mode":"pipe"}' ;;
   info) printf 'wrk.headers["Authorization"] = "Bearer %s"\n' $tok > $tmp/a.lua
