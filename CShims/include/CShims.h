@@ -42,8 +42,10 @@ int tend_set_nonblock_cloexec(int fd);         // fcntl(F_GETFL/F_SETFL/F_SETFD)
 int tend_set_child_subreaper(void);            // prctl(PR_SET_CHILD_SUBREAPER), variadic
 int tend_pipe(int fds[2], int size_hint);      // pipe2(O_CLOEXEC|O_NONBLOCK) both ends, optional F_SETPIPE_SZ
 int tend_set_blocking(int fd);                 // clear O_NONBLOCK (the child's end of a pipe)
+int tend_child_pipe(int fds[2], int size_hint, int child_reads); // pipe2(O_CLOEXEC), O_NONBLOCK on our end only, optional F_SETPIPE_SZ
 int tend_accept(int listener);                 // accept4(SOCK_NONBLOCK|SOCK_CLOEXEC) needs _GNU_SOURCE
 int tend_open_cloexec(const char *path, int flags, int mode); // open(2) is variadic
+int tend_openat_cloexec(int dir, const char *path, int flags, int mode); // openat(2), relative to `dir`
 
 // ---- spawn: the child side must run no Swift code (shared address space with CLONE_VM, no allocation). ----
 typedef struct {
