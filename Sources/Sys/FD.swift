@@ -37,6 +37,7 @@ public enum FD {
         return (fds[0], fds[1])
     }
 
+    // perf(start): childPipe and open(_:at:flags:) are new; nothing else here changed.
     /// Which end of a pipe a child gets as its stdio.
     public enum ChildEnd { case read, write }
 
