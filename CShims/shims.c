@@ -101,6 +101,17 @@ int tend_signalfd_read(int fd, int *pid) {
     return (int)si.ssi_signo;
 }
 
+int tend_signalfd_read_many(int fd, int *signos, int *pids, int max) {
+    struct signalfd_siginfo si[8];
+    if (max > 8) max = 8;
+    ssize_t n;
+    do { n = read(fd, si, sizeof si[0] * (size_t)max); } while (n < 0 && errno == EINTR);
+    if (n < 0) return errno == EAGAIN ? 0 : -1;
+    int count = (int)(n / (ssize_t)sizeof si[0]);
+    for (int i = 0; i < count; i++) { signos[i] = (int)si[i].ssi_signo; pids[i] = (int)si[i].ssi_pid; }
+    return count;
+}
+
 void tend_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
 
 int tend_set_pipe_size(int fd, int size) { return fcntl(fd, F_SETPIPE_SZ, size); }

@@ -33,6 +33,7 @@ extern const int TEND_CLD_EXITED, TEND_CLD_KILLED, TEND_CLD_DUMPED;
 int tend_signalfd_open(const int *signals, int n);
 // Reads one signal from the signalfd: returns its number (and fills *pid with the sender), 0 if none pending, -1 on error.
 int tend_signalfd_read(int fd, int *pid);
+int tend_signalfd_read_many(int fd, int *signos, int *pids, int max); // up to max (<= 8) signals and senders; 0 when none
 // Ignore SIGPIPE (writes to a vanished client must return EPIPE, not kill the daemon).
 void tend_ignore_sigpipe(void);
 
