@@ -101,6 +101,17 @@ int tend_signalfd_read(int fd, int *pid) {
     return (int)si.ssi_signo;
 }
 
+int tend_signalfd_read_many(int fd, int *signos, int *pids, int max) {
+    struct signalfd_siginfo si[8];
+    if (max > 8) max = 8;
+    ssize_t n;
+    do { n = read(fd, si, sizeof si[0] * (size_t)max); } while (n < 0 && errno == EINTR);
+    if (n < 0) return errno == EAGAIN ? 0 : -1;
+    int count = (int)(n / (ssize_t)sizeof si[0]);
+    for (int i = 0; i < count; i++) { signos[i] = (int)si[i].ssi_signo; pids[i] = (int)si[i].ssi_pid; }
+    return count;
+}
+
 void tend_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
 
 int tend_set_pipe_size(int fd, int size) { return fcntl(fd, F_SETPIPE_SZ, size); }
@@ -125,12 +136,28 @@ int tend_pipe(int fds[2], int size_hint) {
     return 0;
 }
 
+int tend_child_pipe(int fds[2], int size_hint, int child_reads) {
+    if (pipe2(fds, O_CLOEXEC) < 0) return -1;
+    // A new pipe end has no status flags: set O_NONBLOCK on ours alone, no F_GETFL first.
+    if (fcntl(fds[child_reads ? 1 : 0], F_SETFL, O_NONBLOCK) < 0) {
+        int e = errno; close(fds[0]); close(fds[1]); errno = e; return -1;
+    }
+    if (size_hint > 0) (void)fcntl(fds[0], F_SETPIPE_SZ, size_hint); // best effort: may exceed pipe-max-size
+    return 0;
+}
+
 #include <sys/socket.h>
 int tend_accept(int listener) { return accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
 
 int tend_open_cloexec(const char *path, int flags, int mode) {
     int fd;
     do { fd = open(path, flags | O_CLOEXEC, mode); } while (fd < 0 && errno == EINTR);
+    return fd;
+}
+
+int tend_openat_cloexec(int dir, const char *path, int flags, int mode) {
+    int fd;
+    do { fd = openat(dir, path, flags | O_CLOEXEC, mode); } while (fd < 0 && errno == EINTR);
     return fd;
 }
 

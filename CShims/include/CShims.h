@@ -33,6 +33,7 @@ extern const int TEND_CLD_EXITED, TEND_CLD_KILLED, TEND_CLD_DUMPED;
 int tend_signalfd_open(const int *signals, int n);
 // Reads one signal from the signalfd: returns its number (and fills *pid with the sender), 0 if none pending, -1 on error.
 int tend_signalfd_read(int fd, int *pid);
+int tend_signalfd_read_many(int fd, int *signos, int *pids, int max); // up to max (<= 8) signals and senders; 0 when none
 // Ignore SIGPIPE (writes to a vanished client must return EPIPE, not kill the daemon).
 void tend_ignore_sigpipe(void);
 
@@ -42,8 +43,10 @@ int tend_set_nonblock_cloexec(int fd);         // fcntl(F_GETFL/F_SETFL/F_SETFD)
 int tend_set_child_subreaper(void);            // prctl(PR_SET_CHILD_SUBREAPER), variadic
 int tend_pipe(int fds[2], int size_hint);      // pipe2(O_CLOEXEC|O_NONBLOCK) both ends, optional F_SETPIPE_SZ
 int tend_set_blocking(int fd);                 // clear O_NONBLOCK (the child's end of a pipe)
+int tend_child_pipe(int fds[2], int size_hint, int child_reads); // pipe2(O_CLOEXEC), O_NONBLOCK on our end only, optional F_SETPIPE_SZ
 int tend_accept(int listener);                 // accept4(SOCK_NONBLOCK|SOCK_CLOEXEC) needs _GNU_SOURCE
 int tend_open_cloexec(const char *path, int flags, int mode); // open(2) is variadic
+int tend_openat_cloexec(int dir, const char *path, int flags, int mode); // openat(2), relative to `dir`
 
 // ---- spawn: the child side must run no Swift code (shared address space with CLONE_VM, no allocation). ----
 typedef struct {

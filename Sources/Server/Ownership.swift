@@ -4,12 +4,16 @@
 // `cgroup.kill` ends the tree, setsid'd and double-forked descendants included. Without one, the
 // fallback is the process group plus a /proc scan: descendants by parent chain, and orphans
 // (re-parented to tendd, the subreaper) recognised by the marker variable every child inherits.
+// Our leaves are made, opened, read and removed relative to an open fd of the subtree root (a walk of
+// one or two cgroupfs components instead of the whole path, which was most of those calls' cost).
 import Sys
 import Reactor
 
 final class Ownership {
     static let markerName = "TENDD_UNIT"
     let base: String?          // our subtree root, nil in fallback mode
+    private let baseFD: Int32         // perf(start): `base` open (O_DIRECTORY) for the daemon's life, -1 without it
+    private let basePrefix: String    // base + "/"
     var lineage: [String] = [] // chaos: subtrees of earlier daemons on our state not yet removed (SubtreeSweep.swift)
     let daemonPid: Int32
     let log: Log
@@ -30,11 +34,23 @@ final class Ownership {
             }
         }
         base = b
+        baseFD = b.flatMap { try? Cgroup.openDir($0) } ?? -1
+        basePrefix = (b ?? "") + "/"
         if let b { log.info("msg=\"whole-tree ownership\" mode=cgroup2 subtree=\(Log.q(b))") }
         else { log.info("msg=\"whole-tree ownership\" mode=fallback detail=\"process group + subreaper + /proc scan\"") }
     }
 
     var mode: String { base == nil ? "fallback" : "cgroup2" }
+
+    /// Where to find `leaf` for the *at syscalls: relative to `baseFD` if it is one of our leaves, else
+    /// the absolute path (leaves of an earlier daemon's subtree).
+    private func at(_ leaf: String) -> (dir: Int32, path: String) {
+        guard baseFD >= 0, leaf.hasPrefix(basePrefix) else { return (FD.cwd, leaf) }
+        return (baseFD, String(Substring(leaf.utf8.dropFirst(basePrefix.utf8.count))))
+    }
+    private func populated(_ leaf: String) -> Bool { let l = at(leaf); return Cgroup.populated(l.path, in: l.dir) }
+    private func remove(_ leaf: String) { let l = at(leaf); Cgroup.remove(l.path, in: l.dir) }
+    private func openDir(_ leaf: String) -> Int32 { let l = at(leaf); return (try? Cgroup.openDir(l.path, in: l.dir)) ?? -1 }
 
     /// The marker value of one run of a record: `<daemon pid>.<handle>.<launch>`. Per run, so that the
     /// sweep after one run's end cannot hit the next run of a managed process.
@@ -58,10 +74,10 @@ final class Ownership {
         // A leaf with cgroup.dir open first.
         if let i = pool.lastIndex(where: { $0.dir >= 0 }) ?? (pool.isEmpty ? nil : pool.count - 1) {
             let leaf = pool.remove(at: i)
-            return (leaf.path, leaf.dir >= 0 ? leaf.dir : ((try? Cgroup.openDir(leaf.path)) ?? -1))
+            return (leaf.path, leaf.dir >= 0 ? leaf.dir : openDir(leaf.path))
         }
         guard let path = makeLeaf(base) else { return nil }
-        return (path, (try? Cgroup.openDir(path)) ?? -1)
+        return (path, openDir(path))
     }
 
     /// A new, empty leaf. Never an existing directory: after an in-place upgrade (same pid, same subtree)
@@ -70,8 +86,9 @@ final class Ownership {
         for _ in 0..<10_000 {
             nextLeaf += 1
             let leaf = base + "/l\(nextLeaf)"
+            let l = at(leaf)
             do {
-                if try Cgroup.makeNewDirectory(leaf) { return leaf }
+                if try Cgroup.makeNewDirectory(l.path, in: l.dir) { return leaf }
             } catch {
                 log.warn("msg=\"cannot create cgroup leaf\" leaf=\(Log.q(leaf)) error=\(Log.q("\(error)"))")
                 return nil
@@ -99,7 +116,7 @@ final class Ownership {
         var opened = 0
         for i in pool.indices.reversed() where open < Ownership.poolTarget && opened < atMost && pool[i].dir < 0 {
             opened += 1
-            pool[i].dir = (try? Cgroup.openDir(pool[i].path)) ?? -1
+            pool[i].dir = openDir(pool[i].path)
             if pool[i].dir >= 0 { open += 1 }
         }
     }
@@ -124,12 +141,12 @@ final class Ownership {
         guard let base, leaf.hasPrefix(base + "/") else { removeDeadLeaf(leaf); return }   // chaos: and its dead subtree (SubtreeSweep.swift)
         // A leaf that saw cgroup.kill is never reused: on this kernel (6.18) a child cloned into it with
         // CLONE_INTO_CGROUP is killed at once (the kill sequence it samples is the parent cgroup's).
-        if killedLeaves.remove(leaf) != nil { Cgroup.remove(leaf); return }
-        if pool.count < Ownership.poolMax && (knownEmpty || !Cgroup.populated(leaf)) {
+        if killedLeaves.remove(leaf) != nil { remove(leaf); return }
+        if pool.count < Ownership.poolMax && (knownEmpty || !populated(leaf)) {
             pool.append((leaf, -1))
             scheduleRefill()
         } else {
-            Cgroup.remove(leaf)
+            remove(leaf)
         }
     }
 
@@ -195,7 +212,7 @@ final class Ownership {
     @discardableResult
     func leaderReaped(_ p: ProcessRecord, loop: EventLoop) -> Bool {
         if let leaf = p.cgroupLeaf {
-            if Cgroup.populated(leaf) {
+            if populated(leaf) {
                 killLeaf(leaf)
                 removeWhenEmpty(leaf, loop: loop, attempts: 50)
                 return true
@@ -221,7 +238,7 @@ final class Ownership {
     private func removeWhenEmpty(_ leaf: String, loop: EventLoop, attempts: Int) {
         loop.schedule(afterMs: 20) { [weak self] in
             guard let self else { return }
-            if !Cgroup.populated(leaf) { self.recycle(leaf); return }
+            if !self.populated(leaf) { self.recycle(leaf); return }
             if attempts > 0 { self.removeWhenEmpty(leaf, loop: loop, attempts: attempts - 1) }
             else { self.log.warn("msg=\"cgroup leaf still busy\" leaf=\(Log.q(leaf))") }
         }

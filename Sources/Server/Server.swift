@@ -350,7 +350,7 @@ final class SignalSource: EventHandler {
     var reg: Registration?
     init(server: Server, fd: Int32) { self.server = server; self.fd = fd }
     func handle(_ events: EpollEvents, _ loop: EventLoop) {
-        while let (sig, sender) = try? Signal.readWithSender(fd) {
+        Signal.drain(fd) { sig, sender in   // perf(start): one read per wakeup, not a read and an EAGAIN
             if sig == Signal.chld {
                 // Our own children are reaped through their pidfds; scanning every child with
                 // waitid(P_ALL) (O(children) in the kernel) is only needed for orphans re-parented to

@@ -90,20 +90,17 @@ extension Server {
         var stdinWrite: Int32 = -1, stdoutRead: Int32 = -1, stderrRead: Int32 = -1
         do {
             if spec.stdinMode == .pipe {
-                let p = try FD.pipe()
-                try FD.setBlocking(p.read)
+                let p = try FD.childPipe(childEnd: .read)
                 stdinFD = p.read; stdinWrite = p.write
                 toClose.append(p.read); ours.append(p.write)
             }
             if spec.stdoutMode == .capture {
-                let p = try FD.pipe(size: config.pipeSize)
-                try FD.setBlocking(p.write)
+                let p = try FD.childPipe(childEnd: .write, size: config.pipeSize)
                 stdoutFD = p.write; stdoutRead = p.read
                 toClose.append(p.write); ours.append(p.read)
             }
             if spec.stderrMode == .capture {
-                let p = try FD.pipe(size: config.pipeSize)
-                try FD.setBlocking(p.write)
+                let p = try FD.childPipe(childEnd: .write, size: config.pipeSize)
                 stderrFD = p.write; stderrRead = p.read
                 toClose.append(p.write); ours.append(p.read)
             }
@@ -203,11 +200,21 @@ extension Server {
     }
 
     /// Spawns without copying the daemon's fd table (which holds 4+ fds per process: 16,000 with 4,000
-    /// processes): the child's fds are parked in reserved low slots, the child is cloned with
-    /// CLONE_FILES and takes a private copy of just the fds below the slots (CLOSE_RANGE_UNSHARE).
-    /// The slots go back to /dev/null (close-on-exec) right after, so no pipe end stays open here.
+    /// processes): the child is cloned with CLONE_FILES and takes a private copy of just the fds below
+    /// `keepBelow` (CLOSE_RANGE_UNSHARE). When every fd of the plan is already low (below
+    /// `unparkedBelow`), that copy is small and the plan is spawned as it is. Otherwise the child's fds are
+    /// first parked in reserved low slots, which go back to /dev/null (close-on-exec) right after, so no
+    /// pipe end stays open here.
     func spawnParked(_ plan: SpawnPlan) throws -> (pid: Int32, pidfd: Int32) {
         guard let slots = spawnSlots else { return try Proc.spawn(plan) }
+        // perf(start): parking costs 8 syscalls (dup2 in, dup3 back); a copy of a table of up to 64 fds
+        // is the kernel's embedded one (NR_OPEN_DEFAULT, no allocation) and costs less.
+        let highest = max(plan.stdin, plan.stdout, plan.stderr, plan.cgroupFD)
+        if highest < Server.unparkedBelow {
+            var p = plan
+            p.keepBelow = UInt32(highest + 1)
+            return try spawnSharingFiles(p, else: plan)
+        }
         var p = plan
         defer {
             for s in slots { try? FD.dup2Cloexec(devNull, s) }
@@ -221,12 +228,20 @@ extension Server {
             return try Proc.spawn(plan)
         }
         p.keepBelow = UInt32(slots.max()! + 1)
+        return try spawnSharingFiles(p, else: plan)
+    }
+
+    static let unparkedBelow: Int32 = 64
+
+    /// Spawns `plan` (CLONE_FILES, `keepBelow` set); if the kernel cannot unshare the fd table that way,
+    /// spawns `copying` (a plain fd-table copy) now and from now on.
+    private func spawnSharingFiles(_ plan: SpawnPlan, else copying: SpawnPlan) throws -> (pid: Int32, pidfd: Int32) {
         do {
-            return try Proc.spawn(p)
+            return try Proc.spawn(plan)
         } catch let f as SpawnFailure where f.step == "unshare fd table" {
             log.warn("msg=\"CLONE_FILES spawn unavailable, copying the fd table from now on\" error=\(Log.q(f.reason))")
             spawnSlots = nil
-            return try Proc.spawn(plan)
+            return try Proc.spawn(copying)
         }
     }
 }

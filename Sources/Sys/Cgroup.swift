@@ -31,21 +31,25 @@ public enum Cgroup {
         if mkdir(path, 0o755) < 0 && errno != EEXIST { throw lastError("mkdir(\(path))") }
     }
 
-    /// C: mkdir(2) of a directory that must not exist yet: false if it does (EEXIST).
-    public static func makeNewDirectory(_ path: String) throws -> Bool {
-        if mkdir(path, 0o755) == 0 { return true }
+    /// C: mkdirat(2) of a directory that must not exist yet: false if it does (EEXIST).
+    /// `path` is relative to the directory fd `dir` (a short path walk in cgroupfs) or absolute.
+    public static func makeNewDirectory(_ path: String, in dir: Int32 = FD.cwd) throws -> Bool {
+        if mkdirat(dir, path, 0o755) == 0 { return true }
         if errno == EEXIST { return false }
         throw lastError("mkdir(\(path))")
     }
 
-    /// C: rmdir(2) of a leaf; false while it still has processes (EBUSY) or on other errors.
+    /// C: rmdir(2) (unlinkat AT_REMOVEDIR, `path` relative to `dir`) of a leaf; false while it still has
+    /// processes (EBUSY) or on other errors.
     @discardableResult
-    public static func remove(_ path: String) -> Bool { rmdir(path) == 0 || errno == ENOENT }
+    public static func remove(_ path: String, in dir: Int32 = FD.cwd) -> Bool {
+        unlinkat(dir, path, AT_REMOVEDIR) == 0 || errno == ENOENT
+    }
 
     /// An O_DIRECTORY fd of the cgroup `leaf`: a child is started in it (clone3 CLONE_INTO_CGROUP, or
     /// by writing to cgroup.procs under it).
-    public static func openDir(_ leaf: String) throws -> Int32 {
-        try FD.open(leaf, flags: FD.directory)
+    public static func openDir(_ leaf: String, in dir: Int32 = FD.cwd) throws -> Int32 {
+        try FD.open(leaf, at: dir, flags: FD.directory)
     }
 
     /// Writes "1" to `<leaf>/cgroup.kill`: SIGKILL to every process in the leaf.
@@ -57,8 +61,8 @@ public enum Cgroup {
     /// `populated` from `<leaf>/cgroup.events`.
     /// Once per reaped process: one read into a small stack buffer and a byte comparison (the file
     /// starts "populated 0|1\n"), not a growing array decoded to a String and searched.
-    public static func populated(_ leaf: String) -> Bool {
-        guard let fd = try? FD.open(leaf + "/cgroup.events", flags: O_RDONLY) else { return false }
+    public static func populated(_ leaf: String, in dir: Int32 = FD.cwd) -> Bool {
+        guard let fd = try? FD.open(leaf + "/cgroup.events", at: dir, flags: O_RDONLY) else { return false }
         defer { FD.close(fd) }
         return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 64) { buf in
             guard case .bytes(let n)? = try? FD.read(fd, into: UnsafeMutableRawBufferPointer(buf)) else { return false }

@@ -37,6 +37,22 @@ public enum FD {
         return (fds[0], fds[1])
     }
 
+    // perf(start): childPipe and open(_:at:flags:) are new; nothing else here changed.
+    /// Which end of a pipe a child gets as its stdio.
+    public enum ChildEnd { case read, write }
+
+    /// A close-on-exec pipe for a child's stdio: the child's end blocking, ours non-blocking. Two syscalls
+    /// (pipe2, one F_SETFL on our end), not a non-blocking pipe whose child end is then cleared with an
+    /// F_GETFL/F_SETFL pair; `size` asks for F_SETPIPE_SZ (best effort).
+    public static func childPipe(childEnd: ChildEnd, size: Int32 = 0) throws -> (read: Int32, write: Int32) {
+        var fds: (Int32, Int32) = (-1, -1)
+        let r = withUnsafeMutablePointer(to: &fds) {
+            $0.withMemoryRebound(to: Int32.self, capacity: 2) { tend_child_pipe($0, size, childEnd == .read ? 1 : 0) }
+        }
+        if r < 0 { throw lastError("pipe2") }
+        return fds
+    }
+
     /// Clears O_NONBLOCK (for the end of a pipe a child will use as its stdio).
     public static func setBlocking(_ fd: Int32) throws {
         if tend_set_blocking(fd) < 0 { throw lastError("fcntl(F_SETFL)") }
@@ -53,6 +69,15 @@ public enum FD {
         return fd
     }
 
+    /// C: openat(2) with O_CLOEXEC: `path` relative to the directory fd `dir` (a short path walk).
+    public static func open(_ path: String, at dir: Int32, flags: Int32) throws -> Int32 {
+        let fd = tend_openat_cloexec(dir, path, flags, 0)
+        if fd < 0 { throw lastError("openat(\(path))") }
+        return fd
+    }
+
+    /// The `dir` of an `openat` that means the working directory (an absolute path ignores it anyway).
+    public static let cwd = AT_FDCWD
     public static let readOnly = O_RDONLY
     public static let readWrite = O_RDWR
     public static let writeOnly = O_WRONLY

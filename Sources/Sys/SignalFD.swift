@@ -27,6 +27,20 @@ public enum Signal {
         return s == 0 ? nil : (s, pid)
     }
 
+    /// Every pending signal and its sender, in order. Reads up to 8 at a time and stops after a read that
+    /// was not full: the loop watches the fd level-triggered, so a signal that comes later wakes it again,
+    /// and the usual wakeup (one SIGCHLD per exited child) costs one read, not a read and an EAGAIN.
+    public static func drain(_ fd: Int32, _ body: (_ signal: Int32, _ pid: Int32) -> Void) {
+        withUnsafeTemporaryAllocation(of: Int32.self, capacity: 16) { buf in
+            let signals = buf.baseAddress!, pids = buf.baseAddress! + 8
+            while true {
+                let n = Int(tend_signalfd_read_many(fd, signals, pids, 8))
+                for i in 0..<max(0, n) { body(signals[i], pids[i]) }
+                if n < 8 { return }
+            }
+        }
+    }
+
     public static func ignorePipe() { tend_ignore_sigpipe() }
 
     /// "SIGTERM" style name for logs.

@@ -1,5 +1,6 @@
 // Cgroup.populated reads "populated 0|1" from a leaf's cgroup.events with one small read; checked on
-// files of the same layout (the real file needs a cgroup v2 leaf; the e2e ownership tests cover that).
+// files of the same layout (the real file needs a cgroup v2 leaf; the e2e ownership tests cover that),
+// by absolute path and relative to an open directory fd (how Ownership reaches its leaves).
 import XCTest
 import Glibc
 @testable import Sys
@@ -30,5 +31,25 @@ final class CgroupEventsTests: XCTestCase {
     func testMissingOrEmptyFileIsNotPopulated() throws {
         XCTAssertFalse(Cgroup.populated(try leaf(nil)))
         XCTAssertFalse(Cgroup.populated(try leaf("")))
+    }
+
+    func testRelativeToADirectoryFD() throws {
+        let parent = try leaf(nil)
+        let dir = try Cgroup.openDir(parent)
+        defer { FD.close(dir) }
+        XCTAssertTrue(try Cgroup.makeNewDirectory("l1", in: dir))
+        XCTAssertFalse(try Cgroup.makeNewDirectory("l1", in: dir), "an existing leaf is never reused")
+        let fd = try FD.open("l1/cgroup.events", at: dir, flags: O_WRONLY | O_CREAT)
+        try FD.writeAll(fd, Array("populated 1\n".utf8))
+        FD.close(fd)
+        XCTAssertTrue(Cgroup.populated("l1", in: dir))
+        XCTAssertTrue(Cgroup.populated(parent + "/l1", in: dir), "an absolute path ignores the directory fd")
+        let sub = try Cgroup.openDir("l1", in: dir)
+        FD.close(sub)
+        XCTAssertFalse(Cgroup.remove("l1", in: dir), "not empty")
+        XCTAssertEqual(unlink(parent + "/l1/cgroup.events"), 0)
+        XCTAssertTrue(Cgroup.remove("l1", in: dir))
+        XCTAssertTrue(Cgroup.remove("l1", in: dir), "already gone counts as removed")
+        XCTAssertFalse(Cgroup.populated("l1", in: dir))
     }
 }

@@ -114,6 +114,45 @@ final class SpawnTests: XCTestCase {
         XCTAssertNil(ListenAddress.parse("1.2.3.4:99999"))
         XCTAssertNil(ListenAddress.parse("unix:"))
     }
+
+    /// FD.childPipe: both ends close-on-exec, only our end non-blocking.
+    func testChildPipeFlags() throws {
+        for end in [FD.ChildEnd.read, .write] {
+            let p = try FD.childPipe(childEnd: end, size: 1 << 16)
+            defer { FD.close(p.read); FD.close(p.write) }
+            let (child, ours) = end == .read ? (p.read, p.write) : (p.write, p.read)
+            XCTAssertEqual(fcntl(child, F_GETFL) & O_NONBLOCK, 0, "the child's end blocks")
+            XCTAssertNotEqual(fcntl(ours, F_GETFL) & O_NONBLOCK, 0, "our end does not")
+            for fd in [child, ours] { XCTAssertNotEqual(fcntl(fd, F_GETFD) & FD_CLOEXEC, 0) }
+        }
+    }
+
+    /// CLONE_FILES with the plan's fds used where they are (no parking): the child still ends up with
+    /// exactly 0, 1, 2 and its stdout is the pipe.
+    func testSharedFilesSpawnKeepsOnlyStdio() throws {
+        let null = try devNull()
+        defer { FD.close(null) }
+        let p = try FD.childPipe(childEnd: .write)
+        defer { FD.close(p.read) }
+        var plan = SpawnPlan(path: "/bin/sh", argv: ["sh", "-c", "ls /proc/$$/fd"], env: [], cwd: nil,
+                             stdin: null, stdout: p.write, stderr: null, ids: nil)
+        plan.keepBelow = UInt32(max(null, p.write) + 1)
+        let (_, pidfd) = try Proc.spawn(plan)
+        FD.close(p.write)
+        XCTAssertEqual(try waitExit(pidfd), .exited(0))
+        FD.close(pidfd)
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 256)
+        while true {
+            let r = try buf.withUnsafeMutableBytes { try FD.read(p.read, into: $0) }
+            guard case .bytes(let n) = r else { break }
+            out += buf[..<n]
+        }
+        // The shell's fds (`ls` is its child; no pipeline, whose pipe the shell may still hold): only 0 1 2
+        // (+255 for some shells), none of the low fds the plan's fds sat above.
+        let fds = Set(String(decoding: out, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
+        XCTAssertTrue(fds.isSuperset(of: ["0", "1", "2"]) && fds.isSubset(of: ["0", "1", "2", "255"]), "unexpected fds \(fds)")
+    }
 }
 
 final class EventLoopTests: XCTestCase {
@@ -175,4 +214,5 @@ final class EventLoopTests: XCTestCase {
         try loop.runOnce(maxWaitMs: 1000)   // must not block: deferred work is pending
         XCTAssertEqual(order, ["deferred", "sleep"])
     }
+
 }
