@@ -35,6 +35,8 @@ public final class Server {
     private var flushing: [Connection] = []
     /// perf(request): where `Connection.send` serializes a JSON answer (reused; emptied after each answer).
     var jsonScratch: [UInt8] = []
+    /// perf(request): the last /info body and the figures it shows (`infoBody()`).
+    var infoCache = (key: InfoKey(uptimeSecs: 0, running: 0, total: 0), body: [UInt8]())
     var signalSource: SignalSource?
     lazy var tunnels = Tunnels(server: self)   // websocket: TCP tunnels over WebSocket (Tunnel.swift)
     lazy var ptys = PtySessions(server: self)  // pty: PTY sessions (Pty.swift)
@@ -366,4 +368,11 @@ final class SignalSource: EventHandler {
             }
         }
     }
+}
+
+/// perf(request): what a /info answer shows besides the constant version.
+struct InfoKey: Equatable {
+    var uptimeSecs: Int64
+    var running: Int
+    var total: Int
 }
