@@ -5,7 +5,8 @@
 // Design: the caller re-calls the parser on its growing receive buffer; the parser rescans from
 // the start each time (heads are small and bounded by `maxHeaderBytes`, so this is linear per
 // call). Pass 1 walks complete lines, validating syntax without allocating; only once the blank
-// line ending the head is found does pass 2 build the Strings. Errors are reported in byte
+// line ending the head is found does pass 2 build the Strings (the framing fields among them are
+// recognised by their bytes, in the same walk). Errors are reported in byte
 // order and depend only on bytes already seen, so feeding a request whole or one byte at a time
 // yields the same result. The one early check on an unterminated line is the request method
 // (so binary garbage such as a TLS ClientHello is rejected at once instead of after 16 KiB).
@@ -205,8 +206,15 @@ private func buildHead(_ b: UnsafeRawBufferPointer, requestLine: Range<Int>, fie
         query = nil
     }
 
-    // Header fields (already validated).
+    // Header fields (already validated), and the framing fields among them, recognised by their bytes
+    // (comparing every name String with four literals was a tenth of the parser's time).
     var fields: [(name: String, value: String)] = []
+    var contentLength: Int? = nil
+    var sawContentLength = false
+    var transferEncodings: [Substring] = []
+    var sawTransferEncoding = false
+    var connClose = false, connKeepAlive = false
+    var expectsContinue = false
     var lineStart = requestLine.upperBound
     // Skip the request line's ending.
     while b[lineStart] != asciiLF { lineStart += 1 }
@@ -221,38 +229,35 @@ private func buildHead(_ b: UnsafeRawBufferPointer, requestLine: Range<Int>, fie
         var vs = colon + 1, ve = end
         while vs < ve && (b[vs] == asciiSP || b[vs] == asciiHT) { vs += 1 }
         while ve > vs && (b[ve - 1] == asciiSP || b[ve - 1] == asciiHT) { ve -= 1 }
-        fields.append((name: string(b, lineStart..<colon), value: string(b, vs..<ve)))
+        let name = lineStart..<colon
+        let value = string(b, vs..<ve)
+        fields.append((name: string(b, name), value: value))
         lineStart = lf + 1
-    }
-    let headers = HTTPHeaders(fields)
 
-    // Framing.
-    var contentLength: Int? = nil
-    var sawContentLength = false
-    var transferEncodings: [Substring] = []
-    var sawTransferEncoding = false
-    var connClose = false, connKeepAlive = false
-    var expectsContinue = false
-    for f in fields {
-        if asciiCaseInsensitiveEquals(f.name, "content-length") {
+        // Framing, field by field in order (so the first error in byte order is the one reported).
+        switch framingField(b, name) {
+        case .contentLength:
             sawContentLength = true
-            for element in listElements(f.value, keepEmpty: true) {
+            for element in listElements(value, keepEmpty: true) {
                 guard let n = parseDecimal(element) else { return .invalid(.invalidContentLength) }
                 if let prev = contentLength, prev != n { return .invalid(.conflictingContentLength) }
                 contentLength = n
             }
-        } else if asciiCaseInsensitiveEquals(f.name, "transfer-encoding") {
+        case .transferEncoding:
             sawTransferEncoding = true
-            transferEncodings.append(contentsOf: listElements(f.value, keepEmpty: false))
-        } else if asciiCaseInsensitiveEquals(f.name, "connection") {
-            for token in listElements(f.value, keepEmpty: false) {
+            transferEncodings.append(contentsOf: listElements(value, keepEmpty: false))
+        case .connection:
+            for token in listElements(value, keepEmpty: false) {
                 if asciiCaseInsensitiveEquals(token, "close") { connClose = true }
                 else if asciiCaseInsensitiveEquals(token, "keep-alive") { connKeepAlive = true }
             }
-        } else if asciiCaseInsensitiveEquals(f.name, "expect") {
-            if asciiCaseInsensitiveEquals(f.value, "100-continue") { expectsContinue = true }
+        case .expect:
+            if asciiCaseInsensitiveEquals(value, "100-continue") { expectsContinue = true }
+        case nil:
+            break
         }
     }
+    let headers = HTTPHeaders(fields)
 
     let framing: BodyFraming
     if sawTransferEncoding {
@@ -285,6 +290,26 @@ private func buildHead(_ b: UnsafeRawBufferPointer, requestLine: Range<Int>, fie
         headers: headers, keepAlive: keepAlive, framing: framing,
         expectsContinue: minor >= 1 && expectsContinue)
     return .complete(head, consumed: consumed)
+}
+
+private enum FramingField { case contentLength, transferEncoding, connection, expect }
+
+/// Which framing field `name` (bytes of a validated field name) is, ASCII case-insensitively; nil for
+/// any other field. The length picks the one candidate.
+private func framingField(_ b: UnsafeRawBufferPointer, _ name: Range<Int>) -> FramingField? {
+    func nameIs(_ lower: StaticString) -> Bool {
+        lower.withUTF8Buffer { l in
+            for k in 0..<l.count where asciiLower(b[name.lowerBound + k]) != l[k] { return false }
+            return true
+        }
+    }
+    switch name.count {
+    case 14: return nameIs("content-length") ? .contentLength : nil
+    case 17: return nameIs("transfer-encoding") ? .transferEncoding : nil
+    case 10: return nameIs("connection") ? .connection : nil
+    case 6: return nameIs("expect") ? .expect : nil
+    default: return nil
+    }
 }
 
 /// Splits a comma-separated field value into OWS-trimmed elements.

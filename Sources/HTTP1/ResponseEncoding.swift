@@ -63,17 +63,41 @@ public func reasonPhrase(_ status: Int) -> String {
 /// header block (response-splitting defence).
 public func encodeResponseHead(status: Int, headers: [(String, String)], into out: inout [UInt8]) {
     out.reserveCapacity(out.count + 64 + headers.count * 32)
+    appendStatusLine(status, to: &out)
+    for (name, value) in headers { appendField(name, value, to: &out) }
+    out.append(asciiCR); out.append(asciiLF)
+}
+
+/// The head of an answer with a body: the same bytes as `encodeResponseHead(status:headers:into:)` given
+/// `Content-Type` (if any), `Content-Length` (if any), `headers`, then `Connection: close` (if `close`),
+/// written without building that list (an array and a String for every response).
+public func encodeResponseHead(status: Int, contentType: String?, contentLength: Int?,
+                               headers: [(String, String)], close: Bool, into out: inout [UInt8]) {
+    out.reserveCapacity(out.count + 128 + headers.count * 32)
+    appendStatusLine(status, to: &out)
+    if let contentType { appendField("Content-Type", contentType, to: &out) }
+    if let contentLength {
+        appendASCII("Content-Length: ", to: &out)
+        appendDecimal(contentLength, to: &out)
+        out.append(asciiCR); out.append(asciiLF)
+    }
+    for (name, value) in headers { appendField(name, value, to: &out) }
+    if close { appendASCII("Connection: close\r\n", to: &out) }
+    out.append(asciiCR); out.append(asciiLF)
+}
+
+private func appendStatusLine(_ status: Int, to out: inout [UInt8]) {
     appendASCII("HTTP/1.1 ", to: &out)
     appendDecimal(status, to: &out)
     out.append(asciiSP)
     appendSanitized(reasonPhrase(status), to: &out)
     out.append(asciiCR); out.append(asciiLF)
-    for (name, value) in headers {
-        appendSanitized(name, to: &out)
-        out.append(UInt8(ascii: ":")); out.append(asciiSP)
-        appendSanitized(value, to: &out)
-        out.append(asciiCR); out.append(asciiLF)
-    }
+}
+
+private func appendField(_ name: String, _ value: String, to out: inout [UInt8]) {
+    appendSanitized(name, to: &out)
+    out.append(UInt8(ascii: ":")); out.append(asciiSP)
+    appendSanitized(value, to: &out)
     out.append(asciiCR); out.append(asciiLF)
 }
 

@@ -1,5 +1,5 @@
-// Types.swift — the value types of the HTTP1 module: parser limits, the parsed request head
-// (headers, framing, keep-alive), parse results and the error type with its fixed set of
+// Types.swift — the types of the HTTP1 module: parser limits, the parsed request head (a class of
+// constants: headers, framing, keep-alive), parse results and the error type with its fixed set of
 // status/code/message triples. No parsing logic lives here beyond small lookup helpers.
 // The module is pure Swift: no Foundation, no Glibc, no I/O.
 
@@ -74,25 +74,27 @@ public enum BodyFraming: Equatable, Sendable {
     case chunked
 }
 
-/// A fully parsed and validated request head.
-public struct HTTPRequestHead: Sendable, Equatable {
+/// A fully parsed and validated request head. A class of constants: the connection, the router and a
+/// handler share one head (a struct of Strings and an array was copied field by field at each hand-over,
+/// 1–2 % of an /info profile).
+public final class HTTPRequestHead: Sendable, Equatable {
     /// As sent (case-sensitive token).
-    public var method: String
+    public let method: String
     /// Raw request-target.
-    public var target: String
+    public let target: String
     /// `target` up to the first '?', not percent-decoded.
-    public var path: String
+    public let path: String
     /// Everything after the first '?', raw; nil if the target has no '?'.
-    public var query: String?
+    public let query: String?
     /// 0 or 1. HTTP/1.2 … HTTP/1.9 are treated as 1.1 (RFC 9110 §6.2: highest supported minor).
-    public var versionMinor: Int
-    public var headers: HTTPHeaders
+    public let versionMinor: Int
+    public let headers: HTTPHeaders
     /// HTTP/1.1: true unless "Connection: close". HTTP/1.0: true only with "Connection: keep-alive"
     /// (and no "close"). Connection is parsed as a case-insensitive token list.
-    public var keepAlive: Bool
-    public var framing: BodyFraming
+    public let keepAlive: Bool
+    public let framing: BodyFraming
     /// "Expect: 100-continue" on an HTTP/1.1 request (ignored for HTTP/1.0, per RFC 9110 §10.1.1).
-    public var expectsContinue: Bool
+    public let expectsContinue: Bool
 
     public init(method: String, target: String, path: String, query: String?, versionMinor: Int,
                 headers: HTTPHeaders, keepAlive: Bool, framing: BodyFraming, expectsContinue: Bool) {
@@ -105,6 +107,13 @@ public struct HTTPRequestHead: Sendable, Equatable {
         self.keepAlive = keepAlive
         self.framing = framing
         self.expectsContinue = expectsContinue
+    }
+
+    /// Equal fields (a value comparison, as when this was a struct).
+    public static func == (a: HTTPRequestHead, b: HTTPRequestHead) -> Bool {
+        a.method == b.method && a.target == b.target && a.path == b.path && a.query == b.query
+            && a.versionMinor == b.versionMinor && a.headers == b.headers && a.keepAlive == b.keepAlive
+            && a.framing == b.framing && a.expectsContinue == b.expectsContinue
     }
 }
 

@@ -267,9 +267,13 @@ struct TimerHeap {
 /// then closes it, exactly once (a second call does nothing). Owners (pipes, sockets, probes) hold one
 /// instead of a raw fd and a registration that could be closed in the wrong order or twice. Debug builds
 /// trap when an owner is dropped with its fd still open (a leak).
+/// perf(request): the interest last set is kept here, so an unchanged one (most calls: every read and flush
+/// of a connection asks) costs no call into the loop (each one retained the weakly referenced loop through
+/// its side table: 3 % of an /info profile).
 public final class WatchedFD {
     public private(set) var fd: Int32
     public private(set) var reg: Registration?
+    private var interest: EpollEvents = []
     private unowned let loop: EventLoop
 
     public init(_ fd: Int32, loop: EventLoop) {
@@ -284,16 +288,20 @@ public final class WatchedFD {
     public func watch(_ interest: EpollEvents, late: Bool = false, handler: EventHandler) throws {
         precondition(fd >= 0 && reg == nil, "watch of a closed or already watched fd")
         reg = try loop.register(fd, interest, late: late, handler: handler)
+        self.interest = interest
     }
 
     /// Takes the fd out of epoll and keeps it open.
     public func unwatch() {
         if let reg { loop.deregister(reg) }
         reg = nil
+        interest = []
     }
 
     public func setInterest(_ interest: EpollEvents) {
-        if let reg { loop.setInterest(reg, interest) }
+        guard let reg, interest != self.interest else { return }
+        self.interest = interest
+        loop.setInterest(reg, interest)
     }
 
     /// Gives the fd away (out of epoll, not closed): its new owner closes it.

@@ -49,12 +49,32 @@ extension Server {
 
     func connectionClosed(_ c: Connection) {
         connections[ObjectIdentifier(c)] = nil
-        dirtyConnections[ObjectIdentifier(c)] = nil
+        // perf(request): a closed connection still in `dirtyConnections` is skipped by its flush (`closed`)
+        // and dropped with the list at the end of this turn.
     }
 
     /// `Authorization: Bearer <token>`, compared in constant time.
     func authorized(_ head: HTTPRequestHead) -> Bool {
         BearerAuth.matches(head.headers["Authorization"], token: token)   // issue17-perf: no copies per request
+    }
+
+    /// perf(request): the /info answer (with its newline), rebuilt only when one of its figures changed
+    /// (uptime once a second): the same bytes as serializing it per request, which was a tenth of the
+    /// daemon's user time at 5·10^4 req/s.
+    func infoBody() -> [UInt8] {
+        let key = InfoKey(uptimeSecs: (loop.now - startedAtMono) / 1000,   // this turn's clock
+                          running: table.runningCount, total: table.processes.count)
+        if key != infoCache.key || infoCache.body.isEmpty {
+            var b = JSONValue.object([
+                ("version", .string(tendVersion)),
+                ("uptime_secs", .int(key.uptimeSecs)),
+                ("running_processes", .int(Int64(key.running))),
+                ("total_processes", .int(Int64(key.total))),
+            ]).serialized()
+            b.append(0x0A)
+            infoCache = (key, b)
+        }
+        return infoCache.body
     }
 
     // MARK: routing
@@ -65,12 +85,7 @@ extension Server {
             case .health:
                 return .response(200, .object([("healthy", .bool(true))]), [])
             case .info:
-                return .response(200, .object([
-                    ("version", .string(tendVersion)),
-                    ("uptime_secs", .int((Clock.monotonicMs() - startedAtMono) / 1000)),
-                    ("running_processes", .int(Int64(table.runningCount))),
-                    ("total_processes", .int(Int64(table.processes.count))),
-                ]), [])
+                return .rawJSON(200, infoBody())
             case .metrics:
                 return try metricsResponse(head, connection)   // metrics: GET /metrics (Metrics.swift)
             case .listProcesses:

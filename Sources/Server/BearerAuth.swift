@@ -7,7 +7,8 @@ enum BearerAuth {
         return value.withUTF8 { v -> Bool in
             guard v.count > 7 else { return false }
             var scheme: UInt8 = 0
-            for (i, c) in "bearer ".utf8.enumerated() { scheme |= (v[i] | 0x20) ^ c }
+            let bearer: StaticString = "bearer "
+            bearer.withUTF8Buffer { b in for i in 0..<b.count { scheme |= (v[i] | 0x20) ^ b[i] } }
             guard scheme == 0 else { return false }
             // The length is no secret; comparing it exactly (not its low byte) keeps a repeated token
             // 256 bytes longer from passing.

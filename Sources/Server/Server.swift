@@ -29,7 +29,14 @@ public final class Server {
     /// This binary, as a path that still names the new file after an upgrade replaced it.
     let executablePath: String
     var dirtyProcesses: [ObjectIdentifier: ProcessRecord] = [:]
-    var dirtyConnections: [ObjectIdentifier: Connection] = [:]
+    // perf(request): connections to flush, each once (its `dirty` flag); two arrays swapped per turn, so
+    // marking a connection costs no hashing and flushing allocates nothing.
+    var dirtyConnections: [Connection] = []
+    private var flushing: [Connection] = []
+    /// perf(request): where `Connection.send` serializes a JSON answer (reused; emptied after each answer).
+    var jsonScratch: [UInt8] = []
+    /// perf(request): the last /info body and the figures it shows (`infoBody()`).
+    var infoCache = (key: InfoKey(uptimeSecs: 0, running: 0, total: 0), body: [UInt8]())
     var signalSource: SignalSource?
     lazy var tunnels = Tunnels(server: self)   // websocket: TCP tunnels over WebSocket (Tunnel.swift)
     lazy var ptys = PtySessions(server: self)  // pty: PTY sessions (Pty.swift)
@@ -171,9 +178,9 @@ public final class Server {
         saveState()
         if wrote { testPause.reach(.stateWritten, log) }   // chaos: test-only pause point
         if !dirtyConnections.isEmpty {
-            let conns = dirtyConnections
-            dirtyConnections.removeAll(keepingCapacity: true)
-            for (_, c) in conns { c.flush() }
+            swap(&flushing, &dirtyConnections)   // marked while flushing: next turn
+            for c in flushing { c.dirty = false; c.flush() }
+            flushing.removeAll(keepingCapacity: true)
         }
     }
 
@@ -181,7 +188,9 @@ public final class Server {
         if !p.followers.isEmpty { dirtyProcesses[ObjectIdentifier(p)] = p }
     }
 
-    func markDirty(_ c: Connection) { dirtyConnections[ObjectIdentifier(c)] = c }
+    func markDirty(_ c: Connection) {
+        if !c.dirty { c.dirty = true; dirtyConnections.append(c) }
+    }
 
     /// Periodic housekeeping: header/idle deadlines, SSE keep-alives, record ages.
     private func scheduleTick() {
@@ -363,4 +372,11 @@ final class SignalSource: EventHandler {
             }
         }
     }
+}
+
+/// perf(request): what a /info answer shows besides the constant version.
+struct InfoKey: Equatable {
+    var uptimeSecs: Int64
+    var running: Int
+    var total: Int
 }

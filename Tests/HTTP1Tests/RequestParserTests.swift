@@ -251,6 +251,29 @@ final class RequestParserTests: XCTestCase {
         cases.forEach { check($0) }
     }
 
+    /// The framing fields are recognised by their bytes: any letter case, and only the exact name (a name
+    /// one byte longer or shorter, or differing in one byte, is an ordinary field).
+    func testFramingFieldNames() {
+        func req(_ fields: String) -> String { "POST /x HTTP/1.1\r\n" + fields + "\r\n" }
+        let plain = Expect.head(Head(method: "POST", target: "/x", path: "/x"))
+        let cases: [Case] = [
+            Case("CONTENT-LENGTH", req("CONTENT-LENGTH: 3\r\n"),
+                 .head(Head(method: "POST", target: "/x", path: "/x", framing: .contentLength(3)))),
+            Case("Transfer-ENCODING", req("Transfer-ENCODING: chunked\r\n"),
+                 .head(Head(method: "POST", target: "/x", path: "/x", framing: .chunked))),
+            Case("CONNECTION", req("CONNECTION: Close\r\n"),
+                 .head(Head(method: "POST", target: "/x", path: "/x", keepAlive: false))),
+            Case("EXPECT", req("EXPECT: 100-Continue\r\nContent-Length: 1\r\n"),
+                 .head(Head(method: "POST", target: "/x", path: "/x", framing: .contentLength(1), expectsContinue: true))),
+            Case("longer name", req("Content-Lengths: x\r\n"), plain),
+            Case("shorter name", req("Content-Lengt: x\r\n"), plain),
+            Case("one byte off", req("Content_Length: x\r\nTransfer-Encodinh: x\r\nConnectiom: close\r\nExpecT1: x\r\n"), plain),
+            Case("same length, other name", req("Xontent-Length: x\r\nXransfer-Encoding: x\r\nXonnection: close\r\nXxpect: 100-continue\r\n"), plain),
+            Case("invalid after ordinary fields", req("Host: a\r\nX: y\r\ncontent-length: z\r\n"), bad("Invalid Content-Length.")),
+        ]
+        cases.forEach { check($0) }
+    }
+
     func testTransferEncoding() {
         func req(_ fields: String, minor: Int = 1) -> String { "POST /x HTTP/1.\(minor)\r\n" + fields + "\r\n" }
         let chunked = Expect.head(Head(method: "POST", target: "/x", path: "/x", framing: .chunked))

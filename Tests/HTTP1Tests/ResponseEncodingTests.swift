@@ -26,6 +26,34 @@ final class ResponseEncodingTests: XCTestCase {
         XCTAssertEqual(text(out), "HTTP/1.1 299 Success\r\nX: \r\n\r\n")
     }
 
+    /// The answer head written field by field gives the same bytes as the list form, in every combination.
+    func testAnswerHeadMatchesListForm() {
+        let extras: [[(String, String)]] = [[], [("Allow", "GET, POST")], [("X-A", "1"), ("Bad", "a\r\nb")]]
+        for status in [200, 201, 204, 405, 500] {
+            for type in [nil, "application/json", "text/plain\r\nX: y"] as [String?] {
+                for length in [nil, 0, 7, 1_234_567] as [Int?] {
+                    for extra in extras {
+                        for close in [false, true] {
+                            var list: [(String, String)] = []
+                            if let type { list.append(("Content-Type", type)) }
+                            if let length { list.append(("Content-Length", String(length))) }
+                            list += extra
+                            if close { list.append(("Connection", "close")) }
+                            var want = Array("prev".utf8), got = Array("prev".utf8)
+                            encodeResponseHead(status: status, headers: list, into: &want)
+                            encodeResponseHead(status: status, contentType: type, contentLength: length,
+                                               headers: extra, close: close, into: &got)
+                            XCTAssertEqual(text(got), text(want))
+                        }
+                    }
+                }
+            }
+        }
+        var out: [UInt8] = []
+        encodeResponseHead(status: 200, contentType: "application/json", contentLength: 12, headers: [], close: true, into: &out)
+        XCTAssertEqual(text(out), "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\nConnection: close\r\n\r\n")
+    }
+
     func testResponseHeadAppends() {
         var out = Array("prev".utf8)
         encodeResponseHead(status: 204, headers: [("A", "1"), ("A", "2")], into: &out)

@@ -88,6 +88,15 @@ final class RouterTests: XCTestCase {
             ("GET", "/api/v1/pty/abc/ws", "pty-ws abc"),
             ("GET", "/api/v1/pty/%zz/ws", "400 INVALID_REQUEST"),
             ("GET", "/api/v1/pty/abc/nope", "404 NOT_FOUND"),
+            // The prefix and empty segments (the split after "/api/v1/").
+            ("GET", "/api/v1", "404 NOT_FOUND"),
+            ("GET", "/api/v1/", "404 NOT_FOUND"),
+            ("GET", "/api/v1//info", "404 NOT_FOUND"),
+            ("GET", "/api/v1/info/", "404 NOT_FOUND"),
+            ("GET", "/api/v1/processes/", "400 INVALID_REQUEST"),
+            ("GET", "//api/v1/info", "404 NOT_FOUND"),
+            ("GET", "/api/v10/info", "404 NOT_FOUND"),
+            ("GET", "/API/v1/info", "404 NOT_FOUND"),
         ]
         for (m, p, want) in table {
             XCTAssertEqual(name(Router.route(method: m, path: p)), want, "\(m) \(p)")
