@@ -31,7 +31,7 @@ extension Server {
 
     /// A new or restored record: its journal spills into its own tier.
     func attachRetention(_ p: ProcessRecord) {
-        retention?.attach(p.journal, handle: p.handle)
+        retention?.attachLazily(p.journal, handle: p.handle)   // the tier object is made at the first spill
     }
 
     /// After start-up (and restore): files of records that do not exist go.

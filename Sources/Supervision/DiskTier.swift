@@ -152,6 +152,13 @@ public final class DiskRetention {
         return tier
     }
 
+    /// Like `attach`, but a process whose files do not exist yet gets its tier only when its journal first
+    /// drops a line (`makeSpill`): most processes never outgrow their journal.
+    public func attachLazily(_ journal: Journal, handle: Int) {
+        if tiers[handle] != nil || found[handle] != nil { _ = attach(journal, handle: handle); return }
+        journal.spillLazily(self, handle: handle)
+    }
+
     /// Removes the files of every handle not in `keeping` (records that no longer exist).
     public func removeOrphans(keeping: Set<Int>) {
         for (h, orders) in found where !keeping.contains(h) {
@@ -567,5 +574,16 @@ public final class DiskTier: JournalSpill {
             cur &+= 1; cum &+= UInt64(len); pos += recordHeader + len
         }
         return (cur, cum)
+    }
+}
+
+extension DiskRetention: JournalSpillProvider {
+    /// A journal attached with `attachLazily` is about to drop its first line: its tier starts here.
+    public func makeSpill(handle: Int, headSeq: UInt64) -> JournalSpill? {
+        let tier = DiskTier(owner: self, handle: handle)
+        tiers[handle] = tier
+        tier.cut(at: headSeq)
+        enforceBudgets(tier)
+        return tier
     }
 }

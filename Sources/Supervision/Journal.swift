@@ -71,6 +71,12 @@ public protocol JournalSpill: AnyObject {
     func spillCommit()
 }
 
+/// Retention (issue 13): makes a journal's spill sink when the journal first drops a line, so that a
+/// process that never outgrows its journal costs no disk-tier object (memory per idle process, issue 17).
+public protocol JournalSpillProvider: AnyObject {
+    func makeSpill(handle: Int, headSeq: UInt64) -> JournalSpill?
+}
+
 /// Why a journal could not be recovered from a region.
 public struct JournalRecoveryError: Error, CustomStringConvertible {
     public let description: String
@@ -148,6 +154,12 @@ public final class Journal {
     public var spill: JournalSpill? {
         get { core.spill }
         set { core.spill = newValue }
+    }
+
+    /// Retention: `provider` makes the spill sink (for `handle`) when the first line is about to be dropped.
+    public func spillLazily(_ provider: JournalSpillProvider, handle: Int) {
+        core.spillProvider = provider
+        core.spillHandle = handle
     }
 
     /// The effective bound on `retainedBytes`: a little less than `boundBytes` (see Geometry).
@@ -422,10 +434,11 @@ private struct StreamState {
 /// works on plain struct fields (no dynamic exclusivity checks per field access).
 private struct JournalCore {
     let geo: Geometry
-    let maxBytes: Int
-    let maxLineBytes: Int
-    let ringSize: Int
-    let ringSize64: UInt64
+    // Read from `geo` (stored inline: the same one load) rather than stored again (memory per process).
+    var maxBytes: Int { geo.maxBytes }
+    var maxLineBytes: Int { geo.maxLineBytes }
+    var ringSize: Int { geo.ringSize }
+    var ringSize64: UInt64 { UInt64(truncatingIfNeeded: geo.ringSize) }
     /// Bytes of line cost a drop removes at least (amortizes drops; makes `missed` history useful).
     let dropTarget: Int
 
@@ -473,13 +486,12 @@ private struct JournalCore {
     var commitHook: (() -> Void)?
     /// Retention (issue 13): the disk tier lines are spilled into before they are dropped.
     var spill: JournalSpill?
+    /// Makes `spill` on first use (`sink()`).
+    var spillProvider: JournalSpillProvider?
+    var spillHandle = 0
 
     init(geometry g: Geometry) {
         geo = g
-        maxBytes = g.maxBytes
-        maxLineBytes = g.maxLineBytes
-        ringSize = g.ringSize
-        ringSize64 = UInt64(g.ringSize)
         dropTarget = min(64 << 10, max(256, g.maxBytes / 8))
         live = .allocate(capacity: 1)
         live.initialize(to: 1)
@@ -959,7 +971,7 @@ private struct JournalCore {
             // The ring itself is full (only with many time-base records): drop lines until it fits.
             let first = headSeq, before = droppedBytes
             while end > headPos &+ ringSize64 && headSeq < nextSeq {
-                if let sink = spill { dropSpilling(sink) } else { dropRecord() }
+                if let sink = sink() { dropSpilling(sink) } else { dropRecord() }
             }
             if headSeq == nextSeq { emptyRing() }
             if headSeq > first { recordDrop(first, before) }
@@ -1000,6 +1012,15 @@ private struct JournalCore {
             index.removeFirst(indexStart)
             indexStart = 0
         }
+    }
+
+    /// The spill sink, made by the provider when the first line is dropped.
+    mutating func sink() -> JournalSpill? {
+        if let s = spill { return s }
+        guard let p = spillProvider else { return nil }
+        spillProvider = nil
+        spill = p.makeSpill(handle: spillHandle, headSeq: headSeq)
+        return spill
     }
 
     /// Drops the line at the head after handing it to the spill sink (retention, issue 13).
@@ -1043,7 +1064,7 @@ private struct JournalCore {
         let target = max(retainedCost &+ extra &- maxBytes, dropTarget)
         let first = headSeq, before = droppedBytes, startCost = retainedCost
         // Retention (issue 13): with a disk tier every line is handed over, one at a time.
-        if let sink = spill {
+        if let sink = sink() {
             while headSeq < nextSeq && startCost &- retainedCost < target { dropSpilling(sink) }
         }
         while headSeq < nextSeq {
