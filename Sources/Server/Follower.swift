@@ -120,7 +120,7 @@ final class Follower {
         let shared = connection.server.sharedEvents
         let at = max(cursor, 1)   // seq 0 and 1 are the same place (the first line is 1)
         let window: SharedEvents.Window
-        if let w = shared.window(handle: process.handle, filter: filter, tagStream: tagStream) {
+        if let w = shared.window(handle: process.handle, tagStream: tagStream) {
             window = w
             if w.slice(from: at, budget: budget) == nil {
                 if at == w.end {
@@ -134,7 +134,7 @@ final class Follower {
                 }
             }
         } else {
-            window = shared.claim(handle: process.handle, filter: filter, tagStream: tagStream, at: at)
+            window = shared.claim(handle: process.handle, tagStream: tagStream, at: at)
             extend(window, journal, from: at, budget: budget)
         }
         guard let s = window.slice(from: at, budget: budget) else { return .notShared }
@@ -155,14 +155,14 @@ final class Follower {
         var from = at
         while w.bytes.count < target && !w.isFull {
             let before = w.ends.count
-            let (next, nextBytes) = journal.readRetained(from: from, filter: filter, maxLines: 1024) { e in
+            let (next, nextBytes) = journal.readRetained(from: from, filter: .both, maxLines: 1024) { e in
                 encode(e, into: &w.bytes)
-                w.nexts.append(e.seq &+ 1)
                 w.ends.append(w.bytes.count)
                 w.cums.append(UInt64(e.text.count))   // the line's length for now: see below
                 return w.bytes.count < target
             }
-            guard w.ends.count > before, next != from else { break }
+            guard w.ends.count > before else { break }
+            assert(next == w.end, "a read of both streams visits every line")
             // Every line from `from` to `next` was visited (all streams): the byte count after each event
             // follows back from the exact count after the last one.
             var after = nextBytes

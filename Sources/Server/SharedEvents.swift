@@ -18,33 +18,32 @@ final class SharedEvents {
     static let capBytes = 1 << 20
     static let maxWindows = 4
 
-    /// One run of encoded events of one process, for one set of follower options.
+    /// One run of encoded events of one process. Events of both streams: one per line, so event i is the
+    /// line `start + i` and the cursor after it is `start + i + 1`.
     final class Window {
-        let handle: Int
-        let filter: StreamFilter
-        let tagStream: Bool
-        /// The cursor the first event starts at.
+        var handle: Int
+        var tagStream: Bool
+        /// The line (cursor) of the first event.
         var start: UInt64 = 0
         var bytes: [UInt8] = []
-        /// For event i: the cursor after it, its end offset in `bytes`, and the journal's byte count before
-        /// that cursor (what a follower keeps to make a later gap exact).
-        var nexts: [UInt64] = []
+        /// For event i: its end offset in `bytes`, and the journal's byte count after its line (what a
+        /// follower keeps to make a later gap exact).
         var ends: [Int] = []
         var cums: [UInt64] = []
         var lastUse: UInt64 = 0
 
-        init(handle: Int, filter: StreamFilter, tagStream: Bool) {
-            self.handle = handle; self.filter = filter; self.tagStream = tagStream
+        init(handle: Int, tagStream: Bool) {
+            self.handle = handle; self.tagStream = tagStream
         }
 
         /// The cursor after the last event.
-        var end: UInt64 { nexts.last ?? start }
+        var end: UInt64 { start &+ UInt64(ends.count) }
         var isFull: Bool { bytes.count >= SharedEvents.capBytes }
 
         func reset(at cursor: UInt64) {
             start = cursor
             bytes.removeAll(keepingCapacity: true)
-            nexts.removeAll(keepingCapacity: true); ends.removeAll(keepingCapacity: true); cums.removeAll(keepingCapacity: true)
+            ends.removeAll(keepingCapacity: true); cums.removeAll(keepingCapacity: true)
         }
 
         /// Full: forgets the older half of the events (followers still there encode for themselves), so the
@@ -58,22 +57,17 @@ final class SharedEvents {
                 if ends[mid] >= keepFrom { hi = mid } else { lo = mid + 1 }
             }
             let cut = ends[lo]
-            start = nexts[lo]
+            start &+= UInt64(lo + 1)
             bytes.removeSubrange(0..<cut)
-            nexts.removeSubrange(0...lo); cums.removeSubrange(0...lo)
-            ends.removeSubrange(0...lo)
+            ends.removeSubrange(0...lo); cums.removeSubrange(0...lo)
             for k in ends.indices { ends[k] -= cut }
         }
 
         /// The events from `cursor` on, at most `budget` bytes (at least one event): a byte range of `bytes`,
-        /// and the cursor and byte count after its last event. Nil if `cursor` is not where an event starts.
+        /// the cursor and byte count after its last event, and how many events. Nil if not in the window.
         func slice(from cursor: UInt64, budget: Int) -> (from: Int, to: Int, next: UInt64, cum: UInt64, events: Int)? {
             guard cursor >= start, cursor < end else { return nil }
-            let i: Int
-            if cursor == start { i = 0 } else {
-                guard let k = Self.search(nexts, cursor) else { return nil }
-                i = k + 1   // the event after the one that ends at `cursor`
-            }
+            let i = Int(cursor &- start)
             let from = i == 0 ? 0 : ends[i - 1]
             // The last event j >= i with ends[j] - from <= budget (at least i).
             var lo = i, hi = ends.count - 1
@@ -81,45 +75,32 @@ final class SharedEvents {
                 let mid = (lo + hi + 1) / 2
                 if ends[mid] - from <= budget { lo = mid } else { hi = mid - 1 }
             }
-            return (from, ends[lo], nexts[lo], cums[lo], lo - i + 1)
-        }
-
-        /// The index of `value` in the increasing array `a`, if there.
-        private static func search(_ a: [UInt64], _ value: UInt64) -> Int? {
-            var lo = 0, hi = a.count - 1
-            while lo <= hi {
-                let mid = (lo + hi) / 2
-                if a[mid] == value { return mid }
-                if a[mid] < value { lo = mid + 1 } else { hi = mid - 1 }
-            }
-            return nil
+            return (from, ends[lo], start &+ UInt64(lo + 1), cums[lo], lo - i + 1)
         }
     }
 
     private var windows: [Window] = []
     private var clock: UInt64 = 0
 
-    /// The window of these options for this process, if one exists.
-    func window(handle: Int, filter: StreamFilter, tagStream: Bool) -> Window? {
-        for w in windows where w.handle == handle && w.filter == filter && w.tagStream == tagStream {
+    /// The window of this process (and stream tagging), if one exists.
+    func window(handle: Int, tagStream: Bool) -> Window? {
+        for w in windows where w.handle == handle && w.tagStream == tagStream {
             clock &+= 1; w.lastUse = clock
             return w
         }
         return nil
     }
 
-    /// A window for these options starting at `cursor`: a new one, or the least recently used one reused.
-    func claim(handle: Int, filter: StreamFilter, tagStream: Bool, at cursor: UInt64) -> Window {
+    /// A window starting at `cursor`: a new one, or the least recently used one reused (with its storage:
+    /// the arrays' capacity is what a window costs).
+    func claim(handle: Int, tagStream: Bool, at cursor: UInt64) -> Window {
         let w: Window
         if windows.count < Self.maxWindows {
-            w = Window(handle: handle, filter: filter, tagStream: tagStream)
+            w = Window(handle: handle, tagStream: tagStream)
             windows.append(w)
         } else {
-            let old = windows.min { $0.lastUse < $1.lastUse }!
-            w = Window(handle: handle, filter: filter, tagStream: tagStream)
-            // Keep the old storage: the arrays' capacity is what a window costs.
-            swap(&w.bytes, &old.bytes); swap(&w.nexts, &old.nexts); swap(&w.ends, &old.ends); swap(&w.cums, &old.cums)
-            windows[windows.firstIndex { $0 === old }!] = w
+            w = windows.min { $0.lastUse < $1.lastUse }!
+            w.handle = handle; w.tagStream = tagStream
         }
         w.reset(at: cursor)
         clock &+= 1; w.lastUse = clock
