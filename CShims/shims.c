@@ -172,66 +172,96 @@ int tend_write_all(int fd, const void *buf, size_t len) {
 }
 
 // ---- spawn ----
-// The child runs on this private stack while the parent is suspended (CLONE_VFORK), so one stack
-// serves every spawn of this single-threaded daemon.
+// The synchronous spawn's child runs on this private stack while the parent is suspended (CLONE_VFORK),
+// so one stack serves every such spawn of this single-threaded daemon. An asynchronous spawn's child has
+// its own stack (tend_child_stack_take) until it has exec'd or exited.
 #define TEND_CHILD_STACK (64 * 1024)
 static char *child_stack;
 
-static int dup_to(int fd, int target) {
+// The child shares our address space and, without CLONE_SETTLS, our thread's TLS: with an asynchronous
+// spawn it runs beside the parent, so it must not write errno (glibc's wrappers do on failure) or any
+// other libc state. It makes raw system calls that return -errno. Without the x86-64 asm below (where
+// tend_spawn_async is refused) it goes through syscall(2), which is safe under CLONE_VFORK only.
+#if defined(__x86_64__)
+static inline long rs(long n, long a, long b, long c, long d) {
+    long ret;
+    register long r10 __asm__("r10") = d;
+    __asm__ volatile ("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10) : "rcx", "r11", "memory");
+    return ret;
+}
+#else
+static long rs(long n, long a, long b, long c, long d) {
+    long r = syscall(n, a, b, c, d);
+    return r < 0 ? -errno : r;
+}
+#endif
+
+static long dup_to(int fd, int target) {
     if (fd == target) {               // dup2 would be a no-op and keep FD_CLOEXEC
-        int fl = fcntl(fd, F_GETFD);
-        return fl < 0 ? -1 : fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC);
+        long fl = rs(SYS_fcntl, fd, F_GETFD, 0, 0);
+        return fl < 0 ? fl : rs(SYS_fcntl, fd, F_SETFD, fl & ~FD_CLOEXEC, 0);
     }
-    return dup2(fd, target) < 0 ? -1 : 0;
+    long r = rs(SYS_dup3, fd, target, 0, 0);
+    return r < 0 ? r : 0;
 }
 
 #ifndef CLOSE_RANGE_UNSHARE
 #define CLOSE_RANGE_UNSHARE (1U << 1)
 #endif
 
+struct tend_k_sigaction { void *handler; unsigned long flags; void *restorer; unsigned long mask; };
+
 static int child_main(void *arg) {
     tend_spawn_plan *p = arg;
+    long r = 0;
+    int step = TEND_STEP_NONE;
     // With CLONE_FILES we still share the daemon's fd table: take a private copy of the few low fds
     // we need before touching any fd (a dup2 on the shared table would change the daemon's).
-    if (p->share_files && syscall(SYS_close_range, p->keep_below, ~0U, CLOSE_RANGE_UNSHARE) < 0) {
-        p->failed_step = TEND_STEP_UNSHARE_FILES; goto fail;
+    if (p->share_files && (r = rs(SYS_close_range, p->keep_below, ~0U, CLOSE_RANGE_UNSHARE, 0)) < 0) {
+        step = TEND_STEP_UNSHARE_FILES; goto fail;
     }
-    // Signal dispositions are per process here (no CLONE_SIGHAND): reset them, then the mask, which
-    // survives execve and is full of the daemon's signalfd signals.
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    for (int s = 1; s < NSIG; s++) {
+    // Signal dispositions are per process here (no CLONE_SIGHAND): reset them (an ignored signal stays
+    // ignored across execve), then the mask, which survives execve and is full of the daemon's signals.
+    struct tend_k_sigaction dfl = {SIG_DFL, 0, 0, 0};
+    for (int s = 1; s < 65; s++) {
         if (s == SIGKILL || s == SIGSTOP) continue;
-        (void)sigaction(s, &dfl, NULL);
+        (void)rs(SYS_rt_sigaction, s, (long)&dfl, 0, 8);
     }
-    if (setsid() < 0) { p->failed_step = TEND_STEP_SETSID; goto fail; }
+    if ((r = rs(SYS_setsid, 0, 0, 0, 0)) < 0) { step = TEND_STEP_SETSID; goto fail; }
     if (p->cgroup_fd >= 0 && !p->joined_by_clone) {
-        int procs = openat(p->cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
-        if (procs < 0 || write(procs, "0", 1) != 1) { p->failed_step = TEND_STEP_CGROUP; goto fail; }
-        close(procs);
+        long procs = rs(SYS_openat, p->cgroup_fd, (long)"cgroup.procs", O_WRONLY | O_CLOEXEC, 0);
+        if (procs < 0) { r = procs; step = TEND_STEP_CGROUP; goto fail; }
+        r = rs(SYS_write, procs, (long)"0", 1, 0);
+        (void)rs(SYS_close, procs, 0, 0, 0);
+        if (r != 1) { if (r >= 0) r = -EIO; step = TEND_STEP_CGROUP; goto fail; }
     }
-    if (dup_to(p->stdin_fd, 0) < 0 || dup_to(p->stdout_fd, 1) < 0 || dup_to(p->stderr_fd, 2) < 0) {
-        p->failed_step = TEND_STEP_DUP; goto fail;
+    if ((r = dup_to(p->stdin_fd, 0)) < 0 || (r = dup_to(p->stdout_fd, 1)) < 0 || (r = dup_to(p->stderr_fd, 2)) < 0) {
+        step = TEND_STEP_DUP; goto fail;
     }
     // pty: the slave (now fd 0) becomes the controlling terminal of the session setsid() created.
-    if (p->controlling_tty && ioctl(0, TIOCSCTTY, 0) < 0) { p->failed_step = TEND_STEP_CTTY; goto fail; }
+    if (p->controlling_tty && (r = rs(SYS_ioctl, 0, TIOCSCTTY, 0, 0)) < 0) { step = TEND_STEP_CTTY; goto fail; }
     // Everything else the daemon holds is O_CLOEXEC; mark the rest too in case a library leaked one.
-    (void)syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
-    if (p->cwd && chdir(p->cwd) < 0) { p->failed_step = TEND_STEP_CHDIR; goto fail; }
+    (void)rs(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC, 0);
+    if (p->cwd && (r = rs(SYS_chdir, (long)p->cwd, 0, 0, 0)) < 0) { step = TEND_STEP_CHDIR; goto fail; }
     if (p->set_ids) {
-        if (setgroups((size_t)p->ngroups, p->groups) < 0) { p->failed_step = TEND_STEP_SETGROUPS; goto fail; }
-        if (setgid(p->gid) < 0) { p->failed_step = TEND_STEP_SETGID; goto fail; }
-        if (setuid(p->uid) < 0) { p->failed_step = TEND_STEP_SETUID; goto fail; }
+        if ((r = rs(SYS_setgroups, p->ngroups, (long)p->groups, 0, 0)) < 0) { step = TEND_STEP_SETGROUPS; goto fail; }
+        if ((r = rs(SYS_setgid, p->gid, 0, 0, 0)) < 0) { step = TEND_STEP_SETGID; goto fail; }
+        if ((r = rs(SYS_setuid, p->uid, 0, 0, 0)) < 0) { step = TEND_STEP_SETUID; goto fail; }
     }
-    sigset_t empty;
-    sigemptyset(&empty);
-    sigprocmask(SIG_SETMASK, &empty, NULL);
-    execve(p->path, p->argv, p->envp);
-    p->failed_step = TEND_STEP_EXEC;
+    unsigned long empty = 0;
+    (void)rs(SYS_rt_sigprocmask, SIG_SETMASK, (long)&empty, 0, 8);
+    r = rs(SYS_execve, (long)p->path, (long)p->argv, (long)p->envp, 0);
+    step = TEND_STEP_EXEC;
 fail:
-    p->child_errno = errno;   // shared memory (CLONE_VM): the parent reads it after we exit
-    _exit(127);
+    // Shared memory (CLONE_VM): a synchronous parent reads these after we exit. An asynchronous one
+    // reads the same two numbers from the report pipe (atomic: 8 bytes < PIPE_BUF), then its EOF.
+    p->child_errno = (int)-r;
+    p->failed_step = step;
+    if (p->report_fd >= 0) {
+        int rec[2] = {step, (int)-r};
+        (void)rs(SYS_write, p->report_fd, (long)rec, sizeof rec, 0);
+    }
+    for (;;) (void)rs(SYS_exit_group, 127, 0, 0, 0);
 }
 
 #if defined(__x86_64__)
@@ -276,12 +306,8 @@ void tend_spawn_without_clone3(void) {
 #endif
 }
 
-pid_t tend_spawn(tend_spawn_plan *p) {
-    if (!child_stack) {
-        child_stack = mmap(NULL, TEND_CHILD_STACK, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-        if (child_stack == MAP_FAILED) { child_stack = NULL; return -1; }
-    }
+// Clones the child onto `stack` (TEND_CHILD_STACK bytes) with `flags` (+ CLONE_PIDFD, SIGCHLD).
+static pid_t spawn_on(tend_spawn_plan *p, int flags, char *stack) {
     p->pidfd = -1;
     p->child_errno = 0;
     p->failed_step = TEND_STEP_NONE;
@@ -290,7 +316,7 @@ pid_t tend_spawn(tend_spawn_plan *p) {
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, &old);
     int pidfd = -1;
-    int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | (p->share_files ? CLONE_FILES : 0);
+    flags |= CLONE_PIDFD;
     pid_t pid = -1;
     int saved = 0;
     p->joined_by_clone = 0;
@@ -301,7 +327,7 @@ pid_t tend_spawn(tend_spawn_plan *p) {
         a.flags = (uint64_t)flags | CLONE_INTO_CGROUP;
         a.pidfd = (uint64_t)(uintptr_t)&pidfd;
         a.exit_signal = SIGCHLD;
-        a.stack = (uint64_t)(uintptr_t)child_stack;
+        a.stack = (uint64_t)(uintptr_t)stack;
         a.stack_size = TEND_CHILD_STACK;
         a.cgroup = (uint64_t)p->cgroup_fd;
         p->joined_by_clone = 1;
@@ -319,13 +345,52 @@ pid_t tend_spawn(tend_spawn_plan *p) {
     }
 #endif
     if (pid < 0) {
-        pid = clone(child_main, child_stack + TEND_CHILD_STACK, flags | SIGCHLD, p, &pidfd);
+        pid = clone(child_main, stack + TEND_CHILD_STACK, flags | SIGCHLD, p, &pidfd);
         saved = errno;
     }
     sigprocmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) { errno = saved; return -1; }
     p->pidfd = pidfd;
     return pid;
+}
+
+pid_t tend_spawn(tend_spawn_plan *p) {
+    if (!child_stack) {
+        child_stack = mmap(NULL, TEND_CHILD_STACK, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (child_stack == MAP_FAILED) { child_stack = NULL; return -1; }
+    }
+    p->report_fd = -1;
+    return spawn_on(p, CLONE_VM | CLONE_VFORK | (p->share_files ? CLONE_FILES : 0), child_stack);
+}
+
+// Stacks of asynchronous children: a few are kept for reuse, the rest unmapped when given back.
+#define TEND_STACKS_KEPT 16
+static void *stacks_kept[TEND_STACKS_KEPT];
+static int nstacks_kept;
+
+void *tend_child_stack_take(void) {
+    if (nstacks_kept > 0) return stacks_kept[--nstacks_kept];
+    void *s = mmap(NULL, TEND_CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    return s == MAP_FAILED ? NULL : s;
+}
+
+void tend_child_stack_give(void *s) {
+    if (!s) return;
+    if (nstacks_kept < TEND_STACKS_KEPT) stacks_kept[nstacks_kept++] = s;
+    else munmap(s, TEND_CHILD_STACK);
+}
+
+pid_t tend_spawn_async(tend_spawn_plan *p, void *stack, int report_fd) {
+#if defined(__x86_64__)
+    if (p->share_files || !stack || report_fd < 3) { errno = EINVAL; return -1; }
+    p->report_fd = report_fd;
+    return spawn_on(p, CLONE_VM, stack);
+#else
+    (void)p; (void)stack; (void)report_fd;
+    errno = ENOSYS;
+    return -1;
+#endif
 }
 
 // ---- crash recovery ----

@@ -70,6 +70,8 @@ typedef struct {
     // pty: when non-zero, stdin_fd is a pty slave that becomes the child's controlling terminal
     // (ioctl TIOCSCTTY after setsid: the child leads a new session, so it may take one).
     int controlling_tty;
+    // internal: an asynchronous spawn's report pipe (write end), -1 for a synchronous one
+    int report_fd;
     // out:
     int pidfd;                 // the child's pidfd (CLONE_PIDFD)
     int joined_by_clone;       // 1 when clone3 placed the child in cgroup_fd (internal, read by the child)
@@ -83,6 +85,16 @@ enum { TEND_STEP_NONE = 0, TEND_STEP_UNSHARE_FILES, TEND_STEP_SETSID, TEND_STEP_
 // already exited: returns its pid with plan->child_errno/failed_step set (reap it through plan->pidfd).
 // Returns -1 with errno if clone itself failed.
 pid_t tend_spawn(tend_spawn_plan *plan);
+// The same child, started without waiting for it (CLONE_VM without CLONE_VFORK; x86-64 only, else -1 ENOSYS):
+// it runs on `stack` (from tend_child_stack_take) and reads `plan` and everything it points to until it
+// has exec'd or exited, so all of that must stay alive and unchanged until `report_fd`'s read end shows
+// EOF. `report_fd` is the write end of an O_CLOEXEC pipe, >= 3: the child writes two ints {failed_step,
+// errno} there if a step fails, and execve or exit closes it. The caller closes its own copy of the write
+// end and the child's ends of the stdio pipes right after: the child has its own fd table (no CLONE_FILES:
+// plan->share_files must be 0). Returns the pid with plan->pidfd set, or -1 with errno if clone failed.
+pid_t tend_spawn_async(tend_spawn_plan *plan, void *stack, int report_fd);
+void *tend_child_stack_take(void);        // NULL when out of memory
+void tend_child_stack_give(void *stack);
 // From now on start children with clone and move them into their cgroup (for comparison and tests).
 void tend_spawn_without_clone3(void);
 

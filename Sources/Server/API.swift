@@ -96,23 +96,29 @@ extension Server {
                 }
             case .startProcess:
                 let spec = try RequestDecoding.start(body)
-                let p = try startProcess(spec)
-                metrics?.startLatency(ns: Clock.monotonicNs() - connection.requestStartedNs)   // metrics: request to exec
-                return .response(201, processInfo(p), [])
+                return try answerWhenStarted(spec, connection) { [unowned self] p, _ in
+                    .response(201, self.processInfo(p), [])
+                }
             case .run:
                 var spec = try RequestDecoding.start(body, forRun: true)
                 spec.stdinMode = .closed
                 spec.stdoutMode = .capture
                 spec.stderrMode = .capture
-                let p = try startProcess(spec)
-                metrics?.startLatency(ns: Clock.monotonicNs() - connection.requestStartedNs)   // metrics: request to exec
-                p.isRun = true
-                connection.beginStream(headers: [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
-                                                 ("X-Accel-Buffering", "no")])
-                let f = Follower(connection: connection, process: p, filter: .both, tagStream: true, after: nil, run: true)
-                p.followers.insert(f)
-                p.runReader = f
-                return .streaming(f)
+                return try answerWhenStarted(spec, connection) { [unowned self] p, connection in
+                    p.isRun = true
+                    guard let connection, !connection.closed else {
+                        // The client left before the child had exec'd: the run owns its tree (Follower.detach).
+                        self.log.info("msg=\"run client disconnected, killing\" pid=\(p.pid)")
+                        self.send(p, .clientLeft)
+                        return .noContent
+                    }
+                    connection.beginStream(headers: [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
+                                                     ("X-Accel-Buffering", "no")])
+                    let f = Follower(connection: connection, process: p, filter: .both, tagStream: true, after: nil, run: true)
+                    p.followers.insert(f)
+                    p.runReader = f
+                    return .streaming(f)
+                }
             case .getProcess(let id):
                 let p = try lookup(id)
                 var reader = ResourceReader()   // resources: usage of its tree, read now (Resources.swift)
@@ -209,6 +215,30 @@ extension Server {
         } catch {
             return .error(APIError(500, "INTERNAL_ERROR", "\(error)"))
         }
+    }
+
+    /// Starts `spec` for a request and answers with `answer(record, connection)` once the child has exec'd:
+    /// now (a synchronous spawn) or later through `Connection.complete` (`.pending` now; the connection
+    /// may be gone by then). A failure is answered as an error either way.
+    func answerWhenStarted(_ spec: StartSpec, _ connection: Connection,
+                           _ answer: @escaping (ProcessRecord, Connection?) -> Outcome) throws -> Outcome {
+        var now: Outcome? = nil
+        var returned = false
+        try startProcess(spec) { [unowned self, weak connection] result in
+            let outcome: Outcome
+            switch result {
+            case .success(let p):
+                if let connection {   // metrics: request to exec
+                    self.metrics?.startLatency(ns: Clock.monotonicNs() - connection.requestStartedNs)
+                }
+                outcome = answer(p, connection)
+            case .failure(let e as APIError): outcome = .error(e)
+            case .failure(let e): outcome = .error(APIError(500, "INTERNAL_ERROR", "\(e)"))
+            }
+            if returned { connection?.complete(outcome) } else { now = outcome }
+        }
+        returned = true
+        return now ?? .pending
     }
 
     /// The stdin sink for a stdin route, checked before the body is read.

@@ -443,6 +443,7 @@ extension Server {
         // First stop accepting (the kernel keeps queueing connections on the listening sockets, which the
         // new image inherits) and let requests in flight finish, so no accepted connection is dropped
         // mid-request. Streams and idle keep-alive connections are closed by the exec (streams resume by id).
+        settleAllPending()   // a child not yet exec'd would be in no state file
         beginUpgrade()
         for l in listeners { l.io.unwatch() }
         let deadline = loop.now + 2000

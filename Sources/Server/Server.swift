@@ -51,6 +51,10 @@ public final class Server {
     var orphanScanDue = false
     /// Reserved low fds for CLONE_FILES spawns (nil: copy the fd table instead).
     var spawnSlots: [Int32]?
+    /// Starts whose child has not yet exec'd, by pid (Spawn.swift, `PendingStart`).
+    var pendingStarts: [Int32: PendingStart] = [:]
+    /// Plain starts do not wait for the child's exec (x86-64; TENDD_SYNC_SPAWN=1 turns it off).
+    var asyncSpawn = Proc.asyncSpawnAvailable && Proc.getenv("TENDD_SYNC_SPAWN") != "1"
     public private(set) var exitCode: Int32? = nil
     let baseEnvironment: [(String, String)]
     /// metrics: counters and histograms (Metrics.swift); nil with --no-metrics / TENDD_NO_METRICS=1.
@@ -252,6 +256,10 @@ public final class Server {
         // waitid(P_ALL) would also reap our tracked children and lose their status to the pidfd path:
         // peek first; a tracked child goes through childExited (which reaps it by pidfd), others are reaped here.
         while let pid = Proc.peekExited() {
+            if let s = pendingStarts[pid] {
+                settle(s, wait: true)   // exited before its report was read: registered (or reaped) now
+                continue
+            }
             if let p = table.processes[pid], p.isRunning, p.pidfd >= 0 {
                 childExited(p)
             } else {
@@ -283,6 +291,7 @@ public final class Server {
     /// Stop accepting, TERM every child's group, KILL after the grace period, finish streams, exit 0.
     public func beginStop(reason: String) {
         guard phase != .stopping else { return }
+        settleAllPending()   // their children are in the table (and stopped below) or gone
         phase = .stopping
         systemd.stopping(self, reason: reason)   // systemd: STOPPING=1
         log.info("msg=\"stopping\" reason=\(reason) running=\(table.runningCount)")

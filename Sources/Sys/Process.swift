@@ -41,6 +41,13 @@ public enum Proc {
     /// Start children with clone + a write to cgroup.procs instead of clone3(CLONE_INTO_CGROUP).
     public static func disableClone3() { tend_spawn_without_clone3() }
 
+    /// Whether `spawnAsync` works here (the C shim's child side needs x86-64 raw system calls).
+    #if arch(x86_64)
+    public static let asyncSpawnAvailable = true
+    #else
+    public static let asyncSpawnAvailable = false
+    #endif
+
     public static func spawn(_ plan: SpawnPlan) throws -> (pid: Int32, pidfd: Int32) {
         let groups = plan.ids?.groups ?? []
         return try plan.path.withCString { path in
@@ -80,6 +87,27 @@ public enum Proc {
                 }
             }
         }
+    }
+
+    /// Starts the child without waiting for its exec (see `AsyncSpawn`). Throws SysError if the report
+    /// pipe or clone failed (nothing is left behind then); a failed step in the child is learnt later,
+    /// from `AsyncSpawn.settle()`. `plan.keepBelow` must be nil (the child gets its own fd table).
+    public static func spawnAsync(_ plan: SpawnPlan) throws -> AsyncSpawn {
+        let report = try FD.childPipe(childEnd: .write)
+        guard let stack = tend_child_stack_take() else {
+            FD.close(report.read); FD.close(report.write)
+            throw SysError("mmap(child stack)", errno: ENOMEM)
+        }
+        let memory = PlanMemory(plan)
+        let pid = tend_spawn_async(memory.plan, stack, report.write)
+        let saved = errno
+        FD.close(report.write)   // the child has its own copy (and loses it at execve or exit)
+        if pid < 0 {
+            FD.close(report.read)
+            tend_child_stack_give(stack)
+            throw SysError("clone", errno: saved)
+        }
+        return AsyncSpawn(pid: pid, pidfd: memory.plan.pointee.pidfd, reportFD: report.read, memory: memory, stack: stack)
     }
 
     /// `strings` as a NULL-terminated `char *[]` for execve, valid inside `body`: the strings are copied
@@ -225,4 +253,120 @@ public enum Proc {
 private func withOptionalCString<R>(_ s: String?, _ body: (UnsafePointer<CChar>?) throws -> R) rethrows -> R {
     if let s { return try s.withCString { try body($0) } }
     return try body(nil)
+}
+
+/// A child started by `Proc.spawnAsync`: it runs beside us in our address space until it has exec'd
+/// (or failed and exited), reading its plan and stack, which this object keeps alive until then. Its
+/// report pipe (`reportFD`, non-blocking, for the loop to watch) reads two ints if a step failed, then
+/// EOF once the child no longer uses our memory (execve releases it before closing close-on-exec fds;
+/// exit before closing any fd).
+public final class AsyncSpawn {
+    public let pid: Int32
+    public let pidfd: Int32
+    public let reportFD: Int32
+    private var memory: PlanMemory?
+    private var stack: UnsafeMutableRawPointer?
+    private var record: [UInt8] = []
+
+    init(pid: Int32, pidfd: Int32, reportFD: Int32, memory: PlanMemory, stack: UnsafeMutableRawPointer) {
+        self.pid = pid; self.pidfd = pidfd; self.reportFD = reportFD; self.memory = memory; self.stack = stack
+    }
+
+    /// What the child did, once known: nil while it has not yet exec'd or exited; `.success(())` when it
+    /// exec'd; `.failure` with the step that failed (the child has then exited, not yet reaped). Once it
+    /// returns non-nil the plan and stack are released and `reportFD` is closed. `wait`: block until known.
+    public func settle(wait: Bool = false) -> Result<Void, SpawnFailure>? {
+        guard memory != nil else { return nil }
+        var buf = [UInt8](repeating: 0, count: 16)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(reportFD, $0.baseAddress, 16) }
+            if n > 0 { record.append(contentsOf: buf[0..<n]); continue }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && errno == EAGAIN {
+                if !wait { return nil }
+                var p = pollfd(fd: reportFD, events: Int16(POLLIN), revents: 0)
+                _ = poll(&p, 1, -1)
+                continue
+            }
+            break   // EOF (or an error no pipe read gives: treated as EOF)
+        }
+        FD.close(reportFD)
+        memory = nil
+        tend_child_stack_give(stack)
+        stack = nil
+        guard record.count >= 8 else { return .success(()) }
+        let step = record.withUnsafeBytes { $0.load(fromByteOffset: 0, as: Int32.self) }
+        let err = record.withUnsafeBytes { $0.load(fromByteOffset: 4, as: Int32.self) }
+        return .failure(SpawnFailure(step: Proc.stepName(step), errno: err))
+    }
+
+    /// After a failed settle: the child has exited (or is about to): reap it and close the pidfd.
+    public func reapFailed() {
+        guard pidfd >= 0 else { return }
+        var pfd = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+        _ = poll(&pfd, 1, 1000)
+        var code: Int32 = 0, status: Int32 = 0
+        _ = tend_pidfd_wait(pidfd, 0, &code, &status)
+        FD.close(pidfd)
+    }
+
+    deinit {
+        // Never released while the child may still read it: settle it first.
+        if memory != nil { _ = settle(wait: true) }
+    }
+}
+
+/// A spawn plan laid out in one allocation that outlives the call (an asynchronous child reads it after
+/// `tend_spawn_async` returned): the C struct, argv and envp pointer arrays, groups, then the strings.
+final class PlanMemory {
+    let plan: UnsafeMutablePointer<tend_spawn_plan>
+    private let base: UnsafeMutableRawPointer
+
+    init(_ sp: SpawnPlan) {
+        let argv = sp.argv, env = sp.env
+        let groups = sp.ids?.groups ?? []
+        let ptr = MemoryLayout<UnsafeMutablePointer<CChar>?>.stride
+        var strings = sp.path.utf8.count + 1 + (sp.cwd.map { $0.utf8.count + 1 } ?? 0)
+        for s in argv { strings += s.utf8.count + 1 }
+        for s in env { strings += s.utf8.count + 1 }
+        let planBytes = (MemoryLayout<tend_spawn_plan>.stride + 15) & ~15
+        let argvAt = planBytes, envAt = argvAt + (argv.count + 1) * ptr, groupsAt = envAt + (env.count + 1) * ptr
+        let stringsAt = groupsAt + groups.count * 4
+        base = UnsafeMutableRawPointer.allocate(byteCount: stringsAt + strings, alignment: 16)
+        plan = base.bindMemory(to: tend_spawn_plan.self, capacity: 1)
+        plan.initialize(to: tend_spawn_plan())
+        var at = stringsAt
+        func put(_ s: String) -> UnsafeMutablePointer<CChar> {
+            let start = (base + at).assumingMemoryBound(to: CChar.self)
+            var s = s
+            s.withUTF8 { u in
+                if let src = u.baseAddress { (base + at).copyMemory(from: src, byteCount: u.count) }
+                (base + at + u.count).storeBytes(of: 0, as: UInt8.self)
+                at += u.count + 1
+            }
+            return start
+        }
+        plan.pointee.path = UnsafePointer(put(sp.path))
+        if let cwd = sp.cwd { plan.pointee.cwd = UnsafePointer(put(cwd)) }
+        let av = (base + argvAt).bindMemory(to: UnsafeMutablePointer<CChar>?.self, capacity: argv.count + 1)
+        for (i, s) in argv.enumerated() { av[i] = put(s) }
+        av[argv.count] = nil
+        let ev = (base + envAt).bindMemory(to: UnsafeMutablePointer<CChar>?.self, capacity: env.count + 1)
+        for (i, s) in env.enumerated() { ev[i] = put(s) }
+        ev[env.count] = nil
+        plan.pointee.argv = UnsafePointer(av)
+        plan.pointee.envp = UnsafePointer(ev)
+        plan.pointee.stdin_fd = sp.stdin; plan.pointee.stdout_fd = sp.stdout; plan.pointee.stderr_fd = sp.stderr
+        if let ids = sp.ids {
+            let g = (base + groupsAt).bindMemory(to: gid_t.self, capacity: max(1, groups.count))
+            for (i, x) in groups.enumerated() { g[i] = x }
+            plan.pointee.set_ids = 1; plan.pointee.uid = ids.uid; plan.pointee.gid = ids.gid
+            plan.pointee.groups = UnsafePointer(g); plan.pointee.ngroups = Int32(groups.count)
+        }
+        plan.pointee.cgroup_fd = sp.cgroupFD
+        plan.pointee.controlling_tty = sp.controllingTTY ? 1 : 0
+        plan.pointee.report_fd = -1
+    }
+
+    deinit { base.deallocate() }
 }
