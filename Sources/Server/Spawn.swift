@@ -53,7 +53,7 @@ extension Server {
         switch outcome {
         case .success:
             s.prep.closeChildEnds()
-            finishLaunch(s.record, s.prep, pid: s.child.pid, pidfd: s.child.pidfd)
+            finishLaunch(s.record, s.prep, pid: s.child.pid, pidfd: s.child.pidfd, async: true)
             firstRunStarted(s.record)
             s.done(.success(s.record))
         case .failure(let f):
@@ -255,7 +255,7 @@ extension Server {
     }
 
     /// The run exists (its child has exec'd): it goes into the table and its fds into the loop.
-    func finishLaunch(_ record: ProcessRecord, _ prep: LaunchPrep, pid: Int32, pidfd: Int32) {
+    func finishLaunch(_ record: ProcessRecord, _ prep: LaunchPrep, pid: Int32, pidfd: Int32, async: Bool = false) {
         let spec = record.spec
         if table.processes[record.pid] === record { table.processes[record.pid] = nil }   // a restart: the old pid is gone
         record.pid = pid
@@ -277,7 +277,7 @@ extension Server {
             record.stdin?.record = record
             markStateDirty(record)
         }
-        log.info("msg=\"process started\" pid=\(pid) handle=\(record.handle) command=\(Log.q(spec.command)) args=\(spec.args.count)\(record.cgroupLeaf != nil ? " cgroup=1" : "")")
+        log.info("msg=\"process started\" pid=\(pid) handle=\(record.handle) command=\(Log.q(spec.command)) args=\(spec.args.count)\(record.cgroupLeaf != nil ? " cgroup=1" : "")\(async ? " exec=async" : "")")
         testPause.reach(.afterSpawn, log)   // chaos: test-only pause point
     }
 
