@@ -183,7 +183,7 @@ static char *child_stack;
 // other libc state. It makes raw system calls that return -errno. Without the x86-64 asm below (where
 // tend_spawn_async is refused) it goes through syscall(2), which is safe under CLONE_VFORK only.
 #if defined(__x86_64__)
-static inline long rs(long n, long a, long b, long c, long d) {
+__attribute__((no_sanitize("address", "undefined"))) static inline long rs(long n, long a, long b, long c, long d) {
     long ret;
     register long r10 __asm__("r10") = d;
     __asm__ volatile ("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10) : "rcx", "r11", "memory");
@@ -196,7 +196,11 @@ static long rs(long n, long a, long b, long c, long d) {
 }
 #endif
 
-static long dup_to(int fd, int target) {
+// The child side is not instrumented by sanitizers: their runtime keeps per-thread state, which an
+// asynchronous child would share with the running parent.
+#define TEND_CHILD_SIDE __attribute__((no_sanitize("address", "undefined")))
+
+TEND_CHILD_SIDE static long dup_to(int fd, int target) {
     if (fd == target) {               // dup2 would be a no-op and keep FD_CLOEXEC
         long fl = rs(SYS_fcntl, fd, F_GETFD, 0, 0);
         return fl < 0 ? fl : rs(SYS_fcntl, fd, F_SETFD, fl & ~FD_CLOEXEC, 0);
@@ -211,7 +215,7 @@ static long dup_to(int fd, int target) {
 
 struct tend_k_sigaction { void *handler; unsigned long flags; void *restorer; unsigned long mask; };
 
-static int child_main(void *arg) {
+TEND_CHILD_SIDE static int child_main(void *arg) {
     tend_spawn_plan *p = arg;
     long r = 0;
     int step = TEND_STEP_NONE;
