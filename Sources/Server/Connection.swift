@@ -36,7 +36,7 @@ final class Connection: EventHandler {
 
     let server: Server
     /// The socket and its registration: out of epoll at `close(reason:)`, closed in the deferred phase.
-    let io: WatchedFD
+    var io: WatchedFD
     var fd: Int32 { io.fd }
     private(set) var state: State = .readingHead
     private(set) var closed = false

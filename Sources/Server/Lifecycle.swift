@@ -161,7 +161,6 @@ extension Server {
         p.pidfdIO?.close()
         p.pidfdIO = nil
         p.stdin?.shut()
-        p.exitSource = nil
         log.info("msg=\"process exited\" pid=\(p.pid) handle=\(p.handle) status=\(p.status.name) \(describe(p.status)) runtime_ms=\(p.endedAt! - p.startedAt)")
         // Nothing of the tree outlives its leader (Tensorlake: leftovers are reaped with the unit).
         if ownership.leaderReaped(p, loop: loop) { log.debug("msg=\"killed leftover descendants\" pid=\(p.pid)") }

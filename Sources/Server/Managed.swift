@@ -118,9 +118,8 @@ final class HealthProbe: EventHandler {
         self.config = config
         self.done = done
         do {
-            let s = WatchedFD(try Socket.startConnect(host: "127.0.0.1", port: config.port), loop: loop)
-            io = s
-            try s.watch(.output, handler: self)
+            io = WatchedFD(try Socket.startConnect(host: "127.0.0.1", port: config.port), loop: loop)
+            try io!.watch(.output, handler: self)
             timer = loop.schedule(afterMs: config.timeoutMs) { [weak self] in self?.finish(false, "timed out after \(config.timeoutMs) ms") }
         } catch {
             loop.defer_ { [weak self] in self?.finish(false, "connect: \(error)") }
@@ -128,8 +127,7 @@ final class HealthProbe: EventHandler {
     }
 
     func handle(_ events: EpollEvents, _ loop: EventLoop) {
-        guard let io, io.isOpen else { return }
-        let fd = io.fd
+        guard io?.isOpen == true, let fd = io?.fd else { return }
         if !sent {
             if let err = Socket.pendingError(fd) {
                 return finish(false, "connect: \(err.reason)")
@@ -140,7 +138,7 @@ final class HealthProbe: EventHandler {
                 return finish(false, "send: \(error)")
             }
             sent = true
-            io.setInterest(.input)
+            io!.setInterest(.input)
             return
         }
         var buf = [UInt8](repeating: 0, count: 512)

@@ -214,7 +214,7 @@ extension Server {
                 output = makeOutput(handle: h, maxBytes: maxBytes, maxLineBytes: maxLine, rawBytes: rawBytes)
             }
             let pipesOpen = byName[Persistence.name(h, "out")] != nil || byName[Persistence.name(h, "err")] != nil
-            let p = ProcessRecord(handle: h, spec: spec, output: output!,
+            let p = ProcessRecord(server: self, handle: h, spec: spec, output: output!,
                                   machine: restoredMachine(spec, status: decodeStatus(entry), managed: entry["managed"], pipesOpen: pipesOpen))
             attachRetention(p)   // retention (issue 13): recovers its segment files
             if let region = p.region { persistence?.store(region.fd, h, "jnl") }

@@ -63,6 +63,9 @@ public enum ProcessStatus: Equatable {
 }
 
 public final class ProcessRecord {
+    /// The server, for the record's own pidfd events (the record is the handler of its pidfd's registration).
+    /// Weak (the one side table is the server's, not one per record): nil only in unit tests.
+    private(set) weak var server: Server?
     let handle: Int
     var pid: Int32
     let spec: StartSpec
@@ -102,7 +105,6 @@ public final class ProcessRecord {
     var machine: ProcessMachine
     /// The machine's armed timers.
     var timers: [ProcessMachine.Timer: TimerID] = [:]
-    var exitSource: ExitSource?
     var exitWaiters: [() -> Void] = []
     /// The cgroup v2 leaf that holds the whole tree (nil: process group + /proc fallback).
     var cgroupLeaf: String? {
@@ -134,7 +136,8 @@ public final class ProcessRecord {
     /// EOF (or the drain time after its exit has passed), and no restart is coming. Streams end only then.
     var outputComplete: Bool { machine.isFinished }
 
-    init(handle: Int, spec: StartSpec, output: OutputStorage, machine: ProcessMachine) {
+    init(server: Server?, handle: Int, spec: StartSpec, output: OutputStorage, machine: ProcessMachine) {
+        self.server = server
         self.machine = machine
         self.handle = handle
         self.pid = 0
@@ -213,7 +216,7 @@ final class PipeSource: EventHandler {
     weak var process: ProcessRecord?
     let stream: OutputStream
     /// The read end and its registration (closed exactly once, at EOF or when the record is done).
-    let io: WatchedFD
+    var io: WatchedFD
     var fd: Int32 { io.fd }
     /// Not read (and not registered, or its hang-up would wake the loop again and again) because a run's
     /// reader is behind: see `ProcessRecord.readAllowance`.
@@ -340,7 +343,7 @@ final class PipeSource: EventHandler {
 final class StdinSink: EventHandler {
     unowned let server: Server
     /// The write end; watched for room only while bytes are queued.
-    let io: WatchedFD
+    var io: WatchedFD
     var fd: Int32 { io.fd }
     var queue: [UInt8] = []
     var queueStart = 0
@@ -434,12 +437,10 @@ final class StdinSink: EventHandler {
     }
 }
 
-/// The pidfd of a running child: readable once it exits.
-final class ExitSource: EventHandler {
-    unowned let server: Server
-    weak var process: ProcessRecord?
-    init(server: Server, process: ProcessRecord) { self.server = server; self.process = process }
-    func handle(_ events: EpollEvents, _ loop: EventLoop) {
-        if let process { server.childExited(process, events: events) }   // exit-status: HUP = reaped
+/// The pidfd of a running child is readable once it exits; its registration's handler is the record itself
+/// (perf(memory): no object per process for it; the loop holds the record until the pidfd is closed at the reap).
+extension ProcessRecord: EventHandler {
+    public func handle(_ events: EpollEvents, _ loop: EventLoop) {
+        server?.childExited(self, events: events)   // exit-status: HUP = reaped
     }
 }

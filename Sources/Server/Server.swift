@@ -338,7 +338,7 @@ struct ConfigError: Error, CustomStringConvertible {
 /// A listening socket: accepts until EAGAIN (bounded per wake-up).
 final class Listener: EventHandler {
     unowned let server: Server
-    let io: WatchedFD
+    var io: WatchedFD
     var fd: Int32 { io.fd }
     let label: String
     init(server: Server, fd: Int32, label: String) { self.server = server; io = WatchedFD(fd, loop: server.loop); self.label = label }

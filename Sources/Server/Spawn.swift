@@ -104,7 +104,7 @@ extension Server {
         table.nextHandle += 1   // taken now: another start may begin before this one's child has exec'd
         let output = makeOutput(handle: handle, maxBytes: config.journalBytes, maxLineBytes: config.maxLineBytes,
                                 rawBytes: config.rawBytes)
-        let record = ProcessRecord(handle: handle, spec: spec, output: output, machine: machine(for: spec))
+        let record = ProcessRecord(server: self, handle: handle, spec: spec, output: output, machine: machine(for: spec))
         attachRetention(record)   // retention (issue 13)
         if let m = spec.managed { record.managed = ManagedState(spec: m, handle: handle) }
         return record
@@ -287,11 +287,8 @@ extension Server {
     /// (a pipe that cannot be watched ends its stream; a pidfd that cannot be watched is polled at the tick).
     func attach(_ record: ProcessRecord, pidfd: Int32, stdout: Int32, stderr: Int32, stdin: Int32) {
         if pidfd >= 0 {
-            let exit = ExitSource(server: self, process: record)
-            record.exitSource = exit
-            let io = WatchedFD(pidfd, loop: loop)
-            record.pidfdIO = io
-            do { try io.watch(.input, late: true, handler: exit) } catch {
+            record.pidfdIO = WatchedFD(pidfd, loop: loop)
+            do { try record.pidfdIO!.watch(.input, late: true, handler: record) } catch {
                 log.error("msg=\"cannot watch a pidfd; its exit is polled\" pid=\(record.pid) error=\(Log.q("\(error)"))")
                 table.unwatchedExits.append(record)
             }

@@ -19,7 +19,7 @@ final class ProcessMemoryTests: XCTestCase {
         spec.stderrMode = stderr
         spec.managed = managed
         let output = OutputStorage(journal: Journal(), rawOut: nil, rawErr: nil, region: nil, lazyRawBytes: rawBytes)
-        return ProcessRecord(handle: 1, spec: spec, output: output, machine: ProcessMachine(policy: nil, pipesOpen: true))
+        return ProcessRecord(server: nil, handle: 1, spec: spec, output: output, machine: ProcessMachine(policy: nil, pipesOpen: true))
     }
 
     func testFollowerSetKeepsOrderAndRemovesByIdentity() {
