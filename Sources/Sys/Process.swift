@@ -93,7 +93,7 @@ public enum Proc {
     /// pipe or clone failed (nothing is left behind then); a failed step in the child is learnt later,
     /// from `AsyncSpawn.settle()`. `plan.keepBelow` must be nil (the child gets its own fd table).
     public static func spawnAsync(_ plan: SpawnPlan) throws -> AsyncSpawn {
-        let report = try FD.childPipe(childEnd: .write)
+        let report = try FD.pipe()   // both ends non-blocking: the child writes 8 bytes to an empty pipe at most
         guard let stack = tend_child_stack_take() else {
             FD.close(report.read); FD.close(report.write)
             throw SysError("mmap(child stack)", errno: ENOMEM)
