@@ -155,8 +155,8 @@ extension Server {
                     throw APIError(409, "NAME_IN_USE", "another managed process named \(Router.clip(n)) is running")
                 }
                 let before = p.machine.restartCount
-                m.restartWaiters.append { [weak self, weak connection, weak p] in
-                    guard let self, let connection, let p else { return }
+                m.restartWaiters.append { [unowned self, weak connection, weak p] in
+                    guard let connection, let p else { return }
                     if p.machine.restartCount > before, p.isRunning {
                         connection.complete(.response(200, self.processInfo(p), []))
                     } else {

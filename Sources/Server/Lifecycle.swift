@@ -59,8 +59,8 @@ extension Server {
 
     private func arm(_ timer: ProcessMachine.Timer, _ ms: Int64, for p: ProcessRecord) {
         cancel(timer, for: p)
-        p.timers[timer] = loop.schedule(afterMs: ms) { [weak self, weak p] in
-            guard let self, let p else { return }
+        p.timers[timer] = loop.schedule(afterMs: ms) { [unowned self, weak p] in
+            guard let p else { return }
             p.timers[timer] = nil
             switch timer {
             case .grace:
@@ -88,8 +88,8 @@ extension Server {
 
     private func probeHealth(_ p: ProcessRecord) {
         guard let m = p.managed, let h = m.spec.health, p.isRunning else { return }
-        m.probe = HealthProbe(loop: loop, config: h) { [weak self, weak p] ok, detail in
-            guard let self, let p else { return }
+        m.probe = HealthProbe(loop: loop, config: h) { [unowned self, weak p] ok, detail in
+            guard let p else { return }
             p.managed?.probe = nil
             if !ok {
                 self.metrics?.healthCheckFailures &+= 1   // metrics: failed checks

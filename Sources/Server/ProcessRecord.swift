@@ -64,8 +64,10 @@ public enum ProcessStatus: Equatable {
 
 public final class ProcessRecord {
     /// The server, for the record's own pidfd events (the record is the handler of its pidfd's registration).
-    /// Weak (the one side table is the server's, not one per record): nil only in unit tests.
-    private(set) weak var server: Server?
+    /// Unowned, not weak: a weak reference gives the server a side table, and then every retain of it
+    /// (each `[unowned self]` closure the loop runs) takes the slow path (6 % of a start profile). The
+    /// server outlives every record. nil only in unit tests.
+    private(set) unowned var server: Server?
     let handle: Int
     var pid: Int32
     let spec: StartSpec

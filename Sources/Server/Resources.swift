@@ -106,8 +106,8 @@ extension Server {
         let sweep = ResourceSweep(records)
         if sweep.step() { return finish(sweep.usages) }
         func next() {
-            loop.defer_ { [weak self, weak connection] in
-                self?.loop.schedule(afterMs: 0) {
+            loop.defer_ { [unowned self, weak connection] in
+                self.loop.schedule(afterMs: 0) {
                     guard let connection, !connection.closed else { return }   // the client left: stop reading
                     if sweep.step() { connection.complete(finish(sweep.usages)) } else { next() }
                 }
