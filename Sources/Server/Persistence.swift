@@ -443,7 +443,6 @@ extension Server {
         // First stop accepting (the kernel keeps queueing connections on the listening sockets, which the
         // new image inherits) and let requests in flight finish, so no accepted connection is dropped
         // mid-request. Streams and idle keep-alive connections are closed by the exec (streams resume by id).
-        settleAllPending()   // a child not yet exec'd would be in no state file
         beginUpgrade()
         for l in listeners { l.io.unwatch() }
         let deadline = loop.now + 2000
@@ -459,6 +458,7 @@ extension Server {
     }
 
     private func reexec() {
+        settleAllPending()   // a start in flight when the wait ended: its child goes into the state file too
         for (_, c) in connections { c.abandonUpload() }   // files: no temporary upload file outlives this image
         log.info("msg=\"upgrade: re-executing\" path=\(Log.q(executablePath)) processes=\(table.processes.count)")
         if systemd.enabled { notifier.send("RELOADING=1\nSTATUS=re-executing", droppable: true) }   // chaos: never blocks
