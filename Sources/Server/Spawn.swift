@@ -48,7 +48,8 @@ extension Server {
     /// A child of `startProcess(_:then:)` has exec'd or failed (`wait`: block until it has).
     func settle(_ s: PendingStart, wait: Bool = false) {
         guard let outcome = s.child.settle(wait: wait) else { return }
-        if let reg = s.reg { loop.deregister(reg); s.reg = nil }   // before its fd is reused (settle closed it)
+        if let reg = s.reg { loop.deregister(reg); s.reg = nil }   // out of epoll first, then closed
+        s.child.closeReport()
         pendingStarts[s.child.pid] = nil
         switch outcome {
         case .success:

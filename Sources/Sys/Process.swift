@@ -274,7 +274,9 @@ public final class AsyncSpawn {
 
     /// What the child did, once known: nil while it has not yet exec'd or exited; `.success(())` when it
     /// exec'd; `.failure` with the step that failed (the child has then exited, not yet reaped). Once it
-    /// returns non-nil the plan and stack are released and `reportFD` is closed. `wait`: block until known.
+    /// returns non-nil the plan and stack are released; the caller takes `reportFD` out of epoll, then
+    /// calls `closeReport()` (in that order: other children cloned meanwhile may still hold a copy of the
+    /// read end, which would keep a closed fd's registration alive and reporting EOF). `wait`: block until known.
     public func settle(wait: Bool = false) -> Result<Void, SpawnFailure>? {
         guard memory != nil else { return nil }
         var buf = [UInt8](repeating: 0, count: 16)
@@ -290,7 +292,6 @@ public final class AsyncSpawn {
             }
             break   // EOF (or an error no pipe read gives: treated as EOF)
         }
-        FD.close(reportFD)
         memory = nil
         tend_child_stack_give(stack)
         stack = nil
@@ -299,6 +300,12 @@ public final class AsyncSpawn {
         let err = record.withUnsafeBytes { $0.load(fromByteOffset: 4, as: Int32.self) }
         return .failure(SpawnFailure(step: Proc.stepName(step), errno: err))
     }
+
+    /// Closes the report pipe once settled (and out of epoll). Idempotent.
+    public func closeReport() {
+        if reportOpen { reportOpen = false; FD.close(reportFD) }
+    }
+    private var reportOpen = true
 
     /// After a failed settle: the child has exited (or is about to): reap it and close the pidfd.
     public func reapFailed() {
@@ -313,6 +320,7 @@ public final class AsyncSpawn {
     deinit {
         // Never released while the child may still read it: settle it first.
         if memory != nil { _ = settle(wait: true) }
+        closeReport()
     }
 }
 
