@@ -49,44 +49,26 @@ public enum Proc {
     #endif
 
     public static func spawn(_ plan: SpawnPlan) throws -> (pid: Int32, pidfd: Int32) {
-        let groups = plan.ids?.groups ?? []
-        return try plan.path.withCString { path in
-            try withOptionalCString(plan.cwd) { cwd in
-                try groups.withUnsafeBufferPointer { gp in
-                    try withCStringArray(plan.argv) { av in
-                        try withCStringArray(plan.env) { ev in
-                            var p = tend_spawn_plan()
-                            p.path = path
-                            p.argv = av
-                            p.envp = ev
-                            p.cwd = cwd
-                            p.stdin_fd = plan.stdin; p.stdout_fd = plan.stdout; p.stderr_fd = plan.stderr
-                            if let ids = plan.ids {
-                                p.set_ids = 1; p.uid = ids.uid; p.gid = ids.gid
-                                p.groups = gp.baseAddress; p.ngroups = Int32(gp.count)
-                            }
-                            p.cgroup_fd = plan.cgroupFD
-                            if let k = plan.keepBelow { p.share_files = 1; p.keep_below = k }
-                            p.controlling_tty = plan.controllingTTY ? 1 : 0   // pty
-                            let pid = tend_spawn(&p)
-                            if pid < 0 { throw lastError("clone") }
-                            if p.failed_step != 0 {
-                                var code: Int32 = 0, status: Int32 = 0
-                                // The child has already _exit()ed (CLONE_VFORK resumed us): reap it now.
-                                if p.pidfd >= 0 {
-                                    var pfd = pollfd(fd: p.pidfd, events: Int16(POLLIN), revents: 0)
-                                    _ = poll(&pfd, 1, 1000)
-                                    _ = tend_pidfd_wait(p.pidfd, 0, &code, &status)
-                                    FD.close(p.pidfd)
-                                }
-                                throw SpawnFailure(step: stepName(p.failed_step), errno: p.child_errno)
-                            }
-                            return (pid, p.pidfd)
-                        }
-                    }
-                }
-            }
+        let memory = PlanMemory(plan)   // read by the child only while we wait in tend_spawn (CLONE_VFORK)
+        let p = memory.plan
+        let pid = tend_spawn(p)
+        if pid < 0 { throw lastError("clone") }
+        if p.pointee.failed_step != 0 {
+            // The child has already _exit()ed (CLONE_VFORK resumed us): reap it now.
+            reapFailedChild(pidfd: p.pointee.pidfd)
+            throw SpawnFailure(step: stepName(p.pointee.failed_step), errno: p.pointee.child_errno)
         }
+        return (pid, p.pointee.pidfd)
+    }
+
+    /// Reaps a child that failed before its exec (it has exited or is about to) and closes its pidfd.
+    static func reapFailedChild(pidfd: Int32) {
+        guard pidfd >= 0 else { return }
+        var pfd = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+        _ = poll(&pfd, 1, 1000)
+        var code: Int32 = 0, status: Int32 = 0
+        _ = tend_pidfd_wait(pidfd, 0, &code, &status)
+        FD.close(pidfd)
     }
 
     /// Starts the child without waiting for its exec (see `AsyncSpawn`). Throws SysError if the report
@@ -108,31 +90,6 @@ public enum Proc {
             throw SysError("clone", errno: saved)
         }
         return AsyncSpawn(pid: pid, pidfd: memory.plan.pointee.pidfd, reportFD: report.read, memory: memory, stack: stack)
-    }
-
-    /// `strings` as a NULL-terminated `char *[]` for execve, valid inside `body`: the strings are copied
-    /// into one NUL-separated block (two allocations per call, not a strdup and a free per string; a
-    /// start passes the whole environment). Safe for the spawn: with CLONE_VFORK the parent waits in
-    /// `tend_spawn` until the child has exec'd, so the block outlives every read of it.
-    static func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) throws -> R) rethrows -> R {
-        var total = 0
-        for s in strings { total += s.utf8.count + 1 }
-        var block = [CChar](repeating: 0, count: max(1, total))
-        return try block.withUnsafeMutableBufferPointer { b in
-            var pointers: [UnsafeMutablePointer<CChar>?] = []
-            pointers.reserveCapacity(strings.count + 1)
-            var at = 0
-            for var s in strings {
-                let start = b.baseAddress! + at
-                s.withUTF8 { u in
-                    if let src = u.baseAddress { UnsafeMutableRawPointer(start).copyMemory(from: src, byteCount: u.count) }
-                    at += u.count + 1   // the NUL is already there
-                }
-                pointers.append(start)
-            }
-            pointers.append(nil)
-            return try pointers.withUnsafeBufferPointer { try body($0.baseAddress!) }
-        }
     }
 
     static func stepName(_ s: Int32) -> String {
@@ -250,10 +207,6 @@ public enum Proc {
     public static func exit(_ code: Int32) -> Never { Glibc.exit(code) }
 }
 
-private func withOptionalCString<R>(_ s: String?, _ body: (UnsafePointer<CChar>?) throws -> R) rethrows -> R {
-    if let s { return try s.withCString { try body($0) } }
-    return try body(nil)
-}
 
 /// A child started by `Proc.spawnAsync`: it runs beside us in our address space until it has exec'd
 /// (or failed and exited), reading its plan and stack, which this object keeps alive until then. Its
@@ -308,14 +261,7 @@ public final class AsyncSpawn {
     private var reportOpen = true
 
     /// After a failed settle: the child has exited (or is about to): reap it and close the pidfd.
-    public func reapFailed() {
-        guard pidfd >= 0 else { return }
-        var pfd = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
-        _ = poll(&pfd, 1, 1000)
-        var code: Int32 = 0, status: Int32 = 0
-        _ = tend_pidfd_wait(pidfd, 0, &code, &status)
-        FD.close(pidfd)
-    }
+    public func reapFailed() { Proc.reapFailedChild(pidfd: pidfd) }
 
     deinit {
         // Never released while the child may still read it: settle it first.
@@ -324,8 +270,9 @@ public final class AsyncSpawn {
     }
 }
 
-/// A spawn plan laid out in one allocation that outlives the call (an asynchronous child reads it after
-/// `tend_spawn_async` returned): the C struct, argv and envp pointer arrays, groups, then the strings.
+/// A spawn plan laid out in one allocation: the C struct, argv and envp pointer arrays, groups, then the
+/// strings. Both spawns use it; an asynchronous child reads it after `tend_spawn_async` returned, so there
+/// it lives in its `AsyncSpawn` until the child has settled.
 final class PlanMemory {
     let plan: UnsafeMutablePointer<tend_spawn_plan>
     private let base: UnsafeMutableRawPointer
@@ -373,6 +320,7 @@ final class PlanMemory {
         }
         plan.pointee.cgroup_fd = sp.cgroupFD
         plan.pointee.controlling_tty = sp.controllingTTY ? 1 : 0
+        if let k = sp.keepBelow { plan.pointee.share_files = 1; plan.pointee.keep_below = k }
         plan.pointee.report_fd = -1
     }
 

@@ -15,8 +15,6 @@ import json
 import os
 import secrets
 import signal
-import socket
-import time
 
 import pytest
 
@@ -103,24 +101,26 @@ def test_burst_beyond_children_in_flight(daemon_factory):
     settle_fds(d, baseline)
 
 
-def _post_and_vanish(port: int, token: str, path: str, spec: dict):
-    """Sends a complete request and closes the connection without reading the answer."""
-    body = json.dumps(spec).encode()
-    c = RawConn(port)
-    c.send(build_request("POST", path, token=token, body=body, headers={"Content-Type": "application/json"}))
-    c.close()
+def _ten_vanished(d, path: str, tag: str):
+    """Sends ten starts of a 30 s shell to `path`, each on a connection closed without reading the answer.
+    Returns the marker in their arguments and a function listing their records once all ten are known."""
+    marker = f"{tag}-" + secrets.token_hex(6)
+    body = json.dumps({"command": "sh", "args": ["-c", "sleep 30; true", marker]}).encode()
+    for _ in range(10):
+        c = RawConn(d.port)
+        c.send(build_request("POST", path, token=d.token, body=body, headers={"Content-Type": "application/json"}))
+        c.close()
+
+    def listed():
+        ps = [p for p in d.get("/api/v1/processes").json["processes"] if marker in p.get("args", [])]
+        return ps if len(ps) == 10 else None
+    return marker, listed
 
 
 def test_start_client_vanishes_before_answer(daemon_factory):
     """A start whose client is gone by the time the child has exec'd still runs, listed, and is stoppable."""
     d = daemon_factory()
-    marker = "vanish-" + secrets.token_hex(6)
-    for _ in range(10):
-        _post_and_vanish(d.port, d.token, "/api/v1/processes", {"command": "sh", "args": ["-c", "sleep 30; true", marker]})
-
-    def listed():
-        ps = [p for p in d.get("/api/v1/processes").json["processes"] if marker in p.get("args", [])]
-        return ps if len(ps) == 10 else None
+    marker, listed = _ten_vanished(d, "/api/v1/processes", "vanish")
     ps = wait_for(listed, 10, what="all ten starts listed")
     assert all(p["status"] == "running" for p in ps), ps
     assert sorted(procs_with(marker)) == sorted(p["pid"] for p in ps)
@@ -133,13 +133,8 @@ def test_start_client_vanishes_before_answer(daemon_factory):
 def test_run_client_vanishes_before_answer(daemon_factory):
     """A run whose client left before its child exec'd is killed: a run never outlives its client."""
     d = daemon_factory()
-    marker = "runvanish-" + secrets.token_hex(6)
-    for _ in range(10):
-        _post_and_vanish(d.port, d.token, "/api/v1/processes/run", {"command": "sh", "args": ["-c", "sleep 30; true", marker]})
+    marker, runs = _ten_vanished(d, "/api/v1/processes/run", "runvanish")
     # Each run is started, then killed: none of the ten may survive its client.
-    def runs():
-        ps = [p for p in d.get("/api/v1/processes").json["processes"] if marker in p.get("args", [])]
-        return ps if len(ps) == 10 else None
     wait_for(runs, 10, what="all ten runs started")
     wait_for(lambda: all(p["status"] != "running" for p in runs()), 15, what="every vanished run killed")
     assert all(p["status"] == "signaled" for p in runs()), runs()
